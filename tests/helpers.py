@@ -1,0 +1,33 @@
+"""Small helpers shared by tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NOBODY = 65534
+
+
+def as_nobody(
+    argv: Sequence[str], timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a command as the unprivileged user nobody, with no capabilities."""
+    return subprocess.run(
+        [
+            "setpriv",
+            f"--reuid={NOBODY}",
+            f"--regid={NOBODY}",
+            "--clear-groups",
+            "--inh-caps=-all",
+            *argv,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd="/",
+        env={**os.environ, "HOME": "/tmp", "PYTHONPATH": str(ROOT), **(env or {})},
+    )

@@ -1,0 +1,117 @@
+"""`reqtrace doctor`: the plan logic (pure) and the real command on this kernel."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from probes.catalog import CATALOG, MECHANISMS, ProbePoint, Strategy
+from tracer.attach_plan import choose
+from tracer.attach_trials import Attempt
+from tracer.system_facts import gather
+
+from .helpers import as_nobody
+
+POINT = ProbePoint(
+    name="tcp_receive",
+    title="t",
+    layer="kernel",
+    feeds=("ip_tcp",),
+    strategies=(
+        Strategy("tracepoint", ("tcp:tcp_probe",)),
+        Strategy("raw_tracepoint", ("tcp_probe",), reads_struct_layouts=True),
+        Strategy("kprobe", ("tcp_rcv_established",), reads_struct_layouts=True),
+    ),
+)
+
+
+def test_first_strategy_that_attaches_is_chosen() -> None:
+    attempts = [
+        Attempt("tracepoint", ("tcp:tcp_probe",), True),
+        Attempt("raw_tracepoint", ("tcp_probe",), True),
+        Attempt("kprobe", ("tcp_rcv_established",), True),
+    ]
+    entry = choose(POINT, attempts, headers_exact=False)
+    assert entry.chosen == "tracepoint"
+
+
+def test_struct_reading_strategy_is_refused_without_exact_headers() -> None:
+    attempts = [
+        Attempt("tracepoint", ("tcp:tcp_probe",), False, "tracepoint does not exist"),
+        Attempt("raw_tracepoint", ("tcp_probe",), True),
+        Attempt("kprobe", ("tcp_rcv_established",), False, "no kprobes"),
+    ]
+    entry = choose(POINT, attempts, headers_exact=False)
+    assert entry.chosen is None
+    raw = entry.verdicts[1]
+    assert raw.attempt.attached and not raw.usable
+    assert "exact" in raw.reason
+    assert "no strategy works here" in entry.summary
+
+    with_exact_headers = choose(POINT, attempts, headers_exact=True)
+    assert with_exact_headers.chosen == "raw_tracepoint"
+
+
+def _doctor_json() -> tuple[int, dict[str, object]]:
+    result = subprocess.run(
+        [sys.executable, "-m", "tracer", "doctor", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.stderr == "", result.stderr  # BCC/clang noise never reaches the user
+    return result.returncode, json.loads(result.stdout)
+
+
+@pytest.mark.bpf
+def test_doctor_json_lists_every_point_with_each_mechanism_really_tried() -> None:
+    facts = gather()
+    code, report = _doctor_json()
+    assert code == 0
+    assert report["can_trace"] is True
+    points = {p["name"]: p for p in report["probe_points"]}  # type: ignore[union-attr,index]
+    for point in CATALOG:
+        entry = points[point.name]
+        tried = [s["mechanism"] for s in entry["strategies"]]
+        assert tried == list(MECHANISMS), point.name
+        by_mechanism = {s["mechanism"]: s for s in entry["strategies"]}
+        # Tracepoints attach for every point on the kernels we support.
+        assert by_mechanism["tracepoint"]["attached"] is True, point.name
+        assert entry["chosen"] == "tracepoint", point.name
+        for mechanism in ("fentry", "kprobe"):
+            attempt = by_mechanism[mechanism]
+            assert attempt["attached"] or attempt["reason"], (point.name, mechanism)
+        if not facts.kprobes_in_kernel:
+            assert by_mechanism["kprobe"]["attached"] is False
+            assert "no kprobes" in by_mechanism["kprobe"]["reason"]
+    assert report["headers"]["state"] in ("exact", "nearest-linked", "kheaders")  # type: ignore[index]
+
+
+@pytest.mark.bpf
+def test_doctor_fentry_reason_comes_from_the_kernel() -> None:
+    _, report = _doctor_json()
+    fentry = [
+        s
+        for p in report["probe_points"]  # type: ignore[union-attr]
+        for s in p["strategies"]
+        if s["mechanism"] == "fentry"
+    ]
+    assert fentry
+    for attempt in fentry:
+        if not attempt["attached"]:
+            assert attempt["reason"], attempt
+            assert "Traceback" not in attempt["reason"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to an unprivileged user")
+def test_doctor_without_root_says_what_is_missing_and_fails() -> None:
+    result = as_nobody([sys.executable, "-m", "tracer", "doctor"])
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "missing: root" in result.stdout
+    assert "run the command with sudo" in result.stdout
