@@ -6,11 +6,18 @@ tries them in that order and keeps the first that attaches *and* that reqtrace c
 on this machine; `reqtrace doctor` shows every strategy with the reason it was or was not
 taken.
 
-A strategy that would read kernel struct fields through header layouts says so
-(`reads_struct_layouts`). Such a strategy is only usable when the kernel headers BCC
-compiles against are the exact ones of the running kernel; with nearest-linked headers
-the offsets could be wrong, so the plan refuses it rather than produce wrong numbers.
-Tracepoint fields are safe on any headers: BCC takes their layout from tracefs.
+A strategy that would need kernel struct fields read through header layouts says so
+(`reads_struct_layouts`) and is never used: BCC compiles struct offsets from the installed
+headers, which need not match the running kernel (they do not on our own machines), and
+BCC's Python front end has no CO-RE relocation to correct them. reqtrace reads kernel data
+only from tracepoint fields (BCC takes their layout from tracefs at run time), from
+function arguments used as integers or opaque pointers, and from struct pt_regs (the
+syscall ABI). Those strategies are listed so `reqtrace doctor` shows, by really trying,
+that they attach and why reqtrace still does not use them.
+
+Each tracepoint a strategy reads fields of names those fields in REQUIRED_FIELDS: older
+kernels have the tracepoint without some field (kfree_skb without rx_sk, tcp_probe without
+sock_cookie), and the trial checks the fields in tracefs before choosing it.
 """
 
 from __future__ import annotations
@@ -115,8 +122,16 @@ CATALOG: tuple[ProbePoint, ...] = (
                 ("netif_receive_skb", "netif_rx"),
                 gives_up="receiving device name",
             ),
-            Strategy("fentry", ("__netif_receive_skb",), gives_up="receiving device name"),
-            Strategy("kprobe", ("__netif_receive_skb",), gives_up="receiving device name"),
+            Strategy(
+                "fentry",
+                ("__netif_receive_skb",),
+                gives_up="receiving device name and backlog queueing time (netif_rx)",
+            ),
+            Strategy(
+                "kprobe",
+                ("__netif_receive_skb",),
+                gives_up="receiving device name and backlog queueing time (netif_rx)",
+            ),
         ),
     ),
     ProbePoint(
@@ -322,7 +337,7 @@ CATALOG: tuple[ProbePoint, ...] = (
         required=False,
         strategies=(
             Strategy("tracepoint", ("skb:kfree_skb", "sock:sock_rcvqueue_full")),
-            Strategy("raw_tracepoint", ("kfree_skb",)),
+            Strategy("raw_tracepoint", ("kfree_skb", "sock_rcvqueue_full")),
             Strategy("fentry", ("sk_skb_reason_drop",)),
             Strategy("kprobe", ("sk_skb_reason_drop",)),
         ),
@@ -336,13 +351,60 @@ CATALOG: tuple[ProbePoint, ...] = (
         strategies=(
             Strategy("tracepoint", (*_syscalls("close"), "tcp:tcp_destroy_sock")),
             Strategy("raw_tracepoint", ("sys_enter", "sys_exit", "tcp_destroy_sock")),
-            Strategy("fentry", ("tcp_close",)),
-            Strategy("kprobe", ("tcp_close",)),
+            Strategy("fentry", ("tcp_close",), gives_up="fd of the socket being closed"),
+            Strategy("kprobe", ("tcp_close",), gives_up="fd of the socket being closed"),
         ),
     ),
 )
 
 POINTS_BY_NAME: dict[str, ProbePoint] = {p.name: p for p in CATALOG}
+
+# Tracepoint fields the tracepoint adapters (probes/adapters_tracepoint.h) read.
+REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
+    "irq:irq_handler_entry": ("irq",),
+    "irq:softirq_raise": ("vec",),
+    "irq:softirq_entry": ("vec",),
+    "irq:softirq_exit": ("vec",),
+    "net:netif_rx": ("skbaddr",),
+    "net:netif_receive_skb": ("skbaddr", "name"),
+    "tcp:tcp_probe": (
+        "skaddr",
+        "skbaddr",
+        "sport",
+        "dport",
+        "saddr",
+        "daddr",
+        "data_len",
+        "srtt",
+        "rcv_wnd",
+        "snd_wnd",
+        "sock_cookie",
+    ),
+    "sock:sk_data_ready": ("skaddr",),
+    "sched:sched_wakeup": ("pid",),
+    "sock:sock_recv_length": ("sk", "ret"),
+    "sock:sock_send_length": ("sk", "ret"),
+    "net:net_dev_xmit": ("len", "rc", "name"),
+    "sock:inet_sock_set_state": (
+        "skaddr",
+        "oldstate",
+        "newstate",
+        "sport",
+        "dport",
+        "family",
+        "protocol",
+        "saddr",
+        "daddr",
+        "saddr_v6",
+        "daddr_v6",
+    ),
+    "tcp:tcp_retransmit_skb": ("skaddr", "state", "err", "sport", "dport", "family"),
+    "tcp:tcp_send_reset": ("skaddr", "state", "reason"),
+    "tcp:tcp_receive_reset": ("skaddr",),
+    "skb:kfree_skb": ("rx_sk", "reason", "location"),
+    "sock:sock_rcvqueue_full": ("rmem_alloc", "sk_rcvbuf"),
+    "tcp:tcp_destroy_sock": ("skaddr",),
+}
 
 # Driver name (ethtool -i) -> its NAPI poll function. The NIC-driver probe point attaches
 # fentry/kprobe here where the kernel allows; otherwise napi:napi_poll covers it.

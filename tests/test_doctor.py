@@ -35,25 +35,50 @@ def test_first_strategy_that_attaches_is_chosen() -> None:
         Attempt("raw_tracepoint", ("tcp_probe",), True),
         Attempt("kprobe", ("tcp_rcv_established",), True),
     ]
-    entry = choose(POINT, attempts, headers_exact=False)
+    entry = choose(POINT, attempts)
     assert entry.chosen == "tracepoint"
 
 
-def test_struct_reading_strategy_is_refused_without_exact_headers() -> None:
+def test_struct_reading_strategy_is_never_used_even_when_it_attaches() -> None:
     attempts = [
         Attempt("tracepoint", ("tcp:tcp_probe",), False, "tracepoint does not exist"),
         Attempt("raw_tracepoint", ("tcp_probe",), True),
         Attempt("kprobe", ("tcp_rcv_established",), False, "no kprobes"),
     ]
-    entry = choose(POINT, attempts, headers_exact=False)
+    entry = choose(POINT, attempts)
     assert entry.chosen is None
     raw = entry.verdicts[1]
     assert raw.attempt.attached and not raw.usable
-    assert "exact" in raw.reason
+    assert "header layouts" in raw.reason
     assert "no strategy works here" in entry.summary
 
-    with_exact_headers = choose(POINT, attempts, headers_exact=True)
-    assert with_exact_headers.chosen == "raw_tracepoint"
+
+def test_layout_free_fallback_is_chosen_when_the_tracepoint_is_missing() -> None:
+    point = ProbePoint(
+        name="socket_data_ready",
+        title="t",
+        layer="kernel",
+        feeds=(),
+        strategies=(
+            Strategy("tracepoint", ("sock:sk_data_ready",)),
+            Strategy("raw_tracepoint", ("sk_data_ready",)),
+        ),
+    )
+    attempts = [
+        Attempt("tracepoint", ("sock:sk_data_ready",), False, "lacks field(s) skaddr"),
+        Attempt("raw_tracepoint", ("sk_data_ready",), True),
+    ]
+    assert choose(point, attempts).chosen == "raw_tracepoint"
+
+
+def test_tracepoint_fields_are_read_from_tracefs_format() -> None:
+    from tracer.attach_trials import tracepoint_fields
+
+    fields = tracepoint_fields("tcp:tcp_probe")
+    if fields is None:
+        pytest.skip("tracefs not readable here")
+    assert {"sport", "dport", "saddr", "skaddr", "data_len"} <= fields
+    assert tracepoint_fields("tcp:no_such_tracepoint") is None
 
 
 def _doctor_json() -> tuple[int, dict[str, object]]:

@@ -1,9 +1,9 @@
 """The probe plan: for each probe point, which attach strategy reqtrace uses here and why.
 
 Selection is a pure function of the attempts (tracer/attach_trials.py does the trying):
-the first strategy, in catalog order, that attached and that reqtrace can use with the
-headers at hand. A strategy that reads kernel struct fields is only usable with headers of
-the exact running kernel (see probes/catalog.py). The plan is printed by `reqtrace doctor`,
+the first strategy, in catalog order, that attached and that reqtrace can use. A strategy
+that would read kernel struct fields through header layouts is never used (see
+probes/catalog.py for why). The plan is printed by `reqtrace doctor`,
 stored in every recording header and drives which adapters the loader compiles.
 """
 
@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 from probes.catalog import CATALOG, Mechanism, ProbePoint, Strategy
 from tracer.attach_trials import AttachTrials, Attempt
-from tracer.system_facts import SystemFacts
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,16 +76,15 @@ class ProbePlan:
         return [e.as_json() for e in self.entries]
 
 
-def judge(strategy: Strategy, attempt: Attempt, headers_exact: bool) -> StrategyVerdict:
+def judge(strategy: Strategy, attempt: Attempt) -> StrategyVerdict:
     if not attempt.attached:
         return StrategyVerdict(attempt, False, attempt.reason)
-    if strategy.reads_struct_layouts and not headers_exact:
+    if strategy.reads_struct_layouts:
         return StrategyVerdict(
             attempt,
             False,
-            "attaches, but would read kernel struct fields "
-            f"({strategy.gives_up or 'struct layouts'}) and the kernel headers here are not the "
-            "running kernel's exact ones, so offsets could be wrong",
+            f"attaches, but {strategy.gives_up or 'it needs kernel struct fields'}: offsets "
+            "from header layouts may not match the running kernel, so reqtrace does not use it",
         )
     return StrategyVerdict(attempt, True, "")
 
@@ -94,13 +92,12 @@ def judge(strategy: Strategy, attempt: Attempt, headers_exact: bool) -> Strategy
 def choose(
     point: ProbePoint,
     attempts: Iterable[Attempt],
-    headers_exact: bool,
     fallback_note: str = "",
 ) -> PlanEntry:
     verdicts = []
     chosen: Mechanism | None = None
     for strategy, attempt in zip(point.strategies, attempts, strict=False):
-        verdict = judge(strategy, attempt, headers_exact)
+        verdict = judge(strategy, attempt)
         verdicts.append(verdict)
         if chosen is None and verdict.usable:
             chosen = strategy.mechanism
@@ -118,7 +115,6 @@ def choose(
 
 
 def build_plan(
-    facts: SystemFacts,
     trials: AttachTrials,
     points: Iterable[ProbePoint] = CATALOG,
     *,
@@ -132,7 +128,6 @@ def build_plan(
     loader, which should start fast). prefer: point name -> mechanism to use instead of the
     catalog order (for tests of fallbacks and for users who want to compare).
     """
-    headers_exact = facts.headers.state in ("exact", "kheaders")
     entries = []
     for point in points:
         ordered = list(point.strategies)
@@ -143,12 +138,10 @@ def build_plan(
         for strategy in ordered:
             attempt = trials.try_strategy(strategy)
             attempts.append(attempt)
-            if not try_all and judge(strategy, attempt, headers_exact).usable:
+            if not try_all and judge(strategy, attempt).usable:
                 break
         reordered = ProbePoint(
             point.name, point.title, point.layer, point.feeds, tuple(ordered), point.required
         )
-        entries.append(
-            choose(reordered, attempts, headers_exact, (fallback_notes or {}).get(point.name, ""))
-        )
+        entries.append(choose(reordered, attempts, (fallback_notes or {}).get(point.name, "")))
     return ProbePlan(tuple(entries))

@@ -13,12 +13,13 @@ point: the first real failure is reused, and the reason says which target it was
 from __future__ import annotations
 
 import errno as errno_module
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from probes import source_path
-from probes.catalog import Mechanism, ProbePoint, Strategy
+from probes.catalog import REQUIRED_FIELDS, Mechanism, ProbePoint, Strategy
 from tracer.native_stderr import captured_native_stderr
 from tracer.system_facts import TRACEFS_PATHS, SystemFacts
 
@@ -43,9 +44,16 @@ class Attempt:
         }
 
 
-def _tracepoint_exists(target: str) -> bool:
+def tracepoint_fields(target: str) -> set[str] | None:
+    """Field names of a tracepoint from its tracefs format, None when it does not exist."""
     category, _, event = target.partition(":")
-    return any(Path(root, "events", category, event, "format").exists() for root in TRACEFS_PATHS)
+    for root in TRACEFS_PATHS:
+        try:
+            text = Path(root, "events", category, event, "format").read_text()
+        except OSError:
+            continue
+        return set(re.findall(r"field:[^;]*?\b(\w+)(?:\[\d*\])?;", text))
+    return None
 
 
 def _short(text: str) -> str:
@@ -129,8 +137,12 @@ class AttachTrials:
     # -- one target per mechanism -----------------------------------------------------
 
     def _try_tracepoint(self, target: str) -> str:
-        if not _tracepoint_exists(target):
+        fields = tracepoint_fields(target)
+        if fields is None:
             return f"tracepoint {target} does not exist on this kernel"
+        lacking = [f for f in REQUIRED_FIELDS.get(target, ()) if f not in fields]
+        if lacking:
+            return f"tracepoint {target} lacks field(s) {', '.join(lacking)} on this kernel"
         bpf = self._bpf()
         with captured_native_stderr() as err:
             try:

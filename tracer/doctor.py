@@ -46,9 +46,7 @@ def diagnose() -> tuple[SystemFacts, ProbePlan, list[Missing]]:
     facts = gather()
     driver_points, notes = nic_driver_points()
     with AttachTrials(facts) as trials:
-        plan = build_plan(
-            facts, trials, [*CATALOG, *driver_points], try_all=True, fallback_notes=notes
-        )
+        plan = build_plan(trials, [*CATALOG, *driver_points], try_all=True, fallback_notes=notes)
     missing = list(facts.missing)
     if tracing_blocker(facts):
         return facts, plan, missing  # nothing could be tried: the blocker is the news

@@ -1,0 +1,73 @@
+"""Turn a probe plan into the compiler flags of probes/reqtrace.bpf.c, in one place.
+
+BCC compiles C text; the plan reaches the program only as -D definitions built here:
+RT_<POINT>=<mechanism id> selects each point's adapter, RT_DRIVER_POLL_*_LIST names the NIC
+drivers' poll functions, RT_RINGBUF_PAGES sizes the ring buffer. `reqtrace doctor --ebpf`
+prints the flags and the program they select.
+"""
+
+from __future__ import annotations
+
+from probes import PROBES_DIR, source_path
+from probes.catalog import Mechanism
+from tracer.attach_plan import ProbePlan
+
+MECHANISM_IDS: dict[Mechanism, int] = {
+    "tracepoint": 1,
+    "raw_tracepoint": 2,
+    "fentry": 3,
+    "kprobe": 4,
+}
+
+DRIVER_POINT_PREFIX = "nic_driver_poll:"
+DEFAULT_RINGBUF_PAGES = 256  # 1 MiB: ~40 ms of records at 100k records/s
+
+# Silence clang: kernel headers produce hundreds of warnings that say nothing about us.
+QUIET_CFLAGS = ["-w", "-Wno-everything"]
+
+
+ADAPTER_FILES = ("adapters_tracepoint.h", "adapters_raw_tracepoint.h", "adapters_function.h")
+
+
+def program_text() -> str:
+    """probes/reqtrace.bpf.c with its adapter files inlined.
+
+    BCC rewrites TRACEPOINT_PROBE / RAW_TRACEPOINT_PROBE definitions (it generates their
+    argument structs) only in the main source text, not in included files, so the adapters
+    are pasted in place of their #include lines. events.h stays a normal include.
+    """
+    text = source_path("reqtrace.bpf.c").read_text()
+    for name in ADAPTER_FILES:
+        include = f'#include "{name}"'
+        if include not in text:
+            raise RuntimeError(f"reqtrace.bpf.c no longer includes {name}")
+        text = text.replace(include, f"/* ---- {name} ---- */\n" + source_path(name).read_text())
+    return text
+
+
+def cflags_for(plan: ProbePlan, ringbuf_pages: int = DEFAULT_RINGBUF_PAGES) -> list[str]:
+    if ringbuf_pages < 1 or ringbuf_pages & (ringbuf_pages - 1):
+        raise ValueError(f"ring buffer pages must be a power of two, not {ringbuf_pages}")
+    flags = [*QUIET_CFLAGS, f"-I{PROBES_DIR}", f"-DRT_RINGBUF_PAGES={ringbuf_pages}"]
+    drivers: dict[Mechanism, list[str]] = {"fentry": [], "kprobe": []}
+    for entry in plan.entries:
+        if entry.chosen is None:
+            continue
+        name = entry.point.name
+        if name.startswith(DRIVER_POINT_PREFIX):
+            function = entry.strategy.targets[0]  # type: ignore[union-attr]
+            if function not in drivers[entry.chosen]:
+                drivers[entry.chosen].append(function)
+            continue
+        flags.append(f"-DRT_{name.upper()}={MECHANISM_IDS[entry.chosen]}")
+    for mechanism, functions in drivers.items():
+        if functions:
+            items = " ".join(f"X({fn})" for fn in functions)
+            flags.append(f"-DRT_DRIVER_POLL_{mechanism.upper()}_LIST(X)={items}")
+    return flags
+
+
+def program_listing(plan: ProbePlan, ringbuf_pages: int = DEFAULT_RINGBUF_PAGES) -> str:
+    """The program exactly as BCC will compile it, preceded by its flags."""
+    flags = " ".join(cflags_for(plan, ringbuf_pages))
+    return f"/* cflags: {flags} */\n" + program_text()

@@ -1,0 +1,188 @@
+"""Load reqtrace's probes, feed them their filters, hand out decoded records, detach.
+
+    with ProbeSession(plan) as probes:          # compiled once, attached, still inert
+        probes.set_targets(tgids={pid}, ports={8000})   # filters, then enable
+        for record in probes.poll(timeout_ms=20):
+            ...
+    # detached here, on error, and on SIGTERM/SIGINT turned into exceptions by the caller
+
+Records are drained on a timer: the programs submit without waking us (BPF_RB_NO_WAKEUP)
+and force a wakeup only every `wakeup_every` records per CPU, so a busy server does not pay
+a wakeup per record. Records the ring buffer had no room for are counted per type in the
+`lost` map; `lost_records()` reads it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any
+
+from tracer.attach_plan import ProbePlan
+from tracer.bpf_program import DEFAULT_RINGBUF_PAGES, cflags_for, program_text
+from tracer.native_stderr import captured_native_stderr
+from tracer.records import (
+    RECORD_TYPE_NAMES,
+    RT_CFG_ENABLED,
+    RT_CFG_FILTER_PORT,
+    RT_CFG_FILTER_TGID,
+    KernelRecord,
+    RecordDecodeError,
+    RtConfig,
+    decode,
+)
+
+
+class ProbeLoadError(RuntimeError):
+    """The probes could not be compiled or attached; the message says why, in one line."""
+
+
+class ProbeSession:
+    def __init__(
+        self,
+        plan: ProbePlan,
+        *,
+        ringbuf_pages: int = DEFAULT_RINGBUF_PAGES,
+        wakeup_every: int = 64,
+        keep_raw: bool = False,
+    ) -> None:
+        self.plan = plan
+        self.ringbuf_pages = ringbuf_pages
+        self.wakeup_every = wakeup_every
+        self.keep_raw = keep_raw
+        self.compile_seconds = 0.0
+        self.records_seen = 0
+        self.decode_errors = 0
+        self._bpf: Any = None
+        self._pending: list[KernelRecord] = []
+        self._raw: list[bytes] = []
+
+    # -- life cycle --------------------------------------------------------------------
+
+    def open(self) -> ProbeSession:
+        from bcc import BPF  # noqa: PLC0415 - optional dependency, needs root
+
+        started = time.monotonic()
+        with captured_native_stderr() as err:
+            try:
+                self._bpf = BPF(
+                    text=program_text().encode(),
+                    cflags=cflags_for(self.plan, self.ringbuf_pages),
+                )
+            except Exception as exc:
+                errors = err.lines_matching("error:", "Failed", "failed", "Permission denied")
+                detail = errors[0] if errors else str(exc)
+                raise ProbeLoadError(f"loading reqtrace's BPF probes failed: {detail}") from exc
+        self.compile_seconds = time.monotonic() - started
+        self._bpf["events"].open_ring_buffer(self._on_record)
+        return self
+
+    def close(self) -> None:
+        bpf, self._bpf = self._bpf, None
+        if bpf is not None:
+            with captured_native_stderr():
+                bpf.cleanup()
+
+    def __enter__(self) -> ProbeSession:
+        return self.open()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def bpf(self) -> Any:
+        if self._bpf is None:
+            raise RuntimeError("probes are not loaded")
+        return self._bpf
+
+    # -- filters -----------------------------------------------------------------------
+
+    def set_targets(self, tgids: Iterable[int] = (), ports: Iterable[int] = ()) -> None:
+        """Which processes' syscalls and which local ports to trace; enables the probes.
+
+        An empty set means "no filter" for that dimension.
+        """
+        tgid_map, port_map = self.bpf["target_tgids"], self.bpf["target_ports"]
+        tgid_map.clear()
+        port_map.clear()
+        tgids, ports = list(tgids), list(ports)
+        for tgid in tgids:
+            tgid_map[tgid_map.Key(tgid)] = tgid_map.Leaf(1)
+        for port in ports:
+            port_map[port_map.Key(port)] = port_map.Leaf(1)
+        flags = RT_CFG_ENABLED
+        flags |= RT_CFG_FILTER_TGID if tgids else 0
+        flags |= RT_CFG_FILTER_PORT if ports else 0
+        config = self.bpf["config"]
+        value = RtConfig(flags=flags, wakeup_every=self.wakeup_every)
+        config[ctypes.c_int(0)] = config.Leaf.from_buffer_copy(bytes(value))
+
+    def disable(self) -> None:
+        config = self.bpf["config"]
+        config[ctypes.c_int(0)] = config.Leaf.from_buffer_copy(bytes(RtConfig()))
+
+    # -- records -----------------------------------------------------------------------
+
+    def _on_record(self, _ctx: Any, data: Any, size: int) -> None:
+        raw = ctypes.string_at(data, size)
+        self.records_seen += 1
+        if self.keep_raw:
+            self._raw.append(raw)
+        try:
+            self._pending.append(decode(raw))
+        except RecordDecodeError:
+            self.decode_errors += 1
+
+    def poll(self, timeout_ms: int = 20) -> list[KernelRecord]:
+        """Wait up to timeout_ms for a forced wakeup, then drain everything there is."""
+        self.bpf.ring_buffer_poll(timeout_ms)
+        self.bpf.ring_buffer_consume()
+        records, self._pending = self._pending, []
+        return records
+
+    def drain(self) -> list[KernelRecord]:
+        """Everything in the ring buffer now, without waiting."""
+        self.bpf.ring_buffer_consume()
+        records, self._pending = self._pending, []
+        return records
+
+    def take_raw(self) -> list[bytes]:
+        raw, self._raw = self._raw, []
+        return raw
+
+    def lost_records(self) -> dict[str, int]:
+        lost = self.bpf["lost"]
+        counts = {}
+        for index, name in RECORD_TYPE_NAMES.items():
+            counts[name] = int(lost[ctypes.c_int(index)].value)
+        return counts
+
+    def program_ids(self) -> list[int]:
+        """Kernel ids of our loaded programs (for eBPF run-time statistics)."""
+        ids = []
+        for fn in self.bpf.funcs.values():
+            info = _prog_info(fn.fd)
+            if info:
+                ids.append(info)
+        return ids
+
+
+def _prog_info(fd: int) -> int:
+    """bpf_prog_info.id of a program fd (via BCC's libbpf binding)."""
+    from bcc import lib  # noqa: PLC0415
+
+    class ProgInfo(ctypes.Structure):
+        _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32)]
+
+    info = (ctypes.c_uint8 * 256)()
+    length = ctypes.c_uint32(ctypes.sizeof(info))
+    if lib.bpf_obj_get_info(fd, ctypes.byref(info), ctypes.byref(length)) != 0:
+        return 0
+    return ProgInfo.from_buffer(info).id
