@@ -62,7 +62,7 @@ class ProbeSession:
     # -- life cycle --------------------------------------------------------------------
 
     def open(self) -> ProbeSession:
-        from bcc import BPF  # noqa: PLC0415 - optional dependency, needs root
+        from bcc import BPF
 
         started = time.monotonic()
         with captured_native_stderr() as err:
@@ -176,7 +176,7 @@ class ProbeSession:
 
 def _prog_info(fd: int) -> int:
     """bpf_prog_info.id of a program fd (via BCC's libbpf binding)."""
-    from bcc import lib  # noqa: PLC0415
+    from bcc import lib
 
     class ProgInfo(ctypes.Structure):
         _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32)]
