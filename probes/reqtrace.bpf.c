@@ -26,6 +26,7 @@
  */
 #include <uapi/linux/ptrace.h>
 #include <linux/sched.h>
+#include <asm/unistd.h> /* syscall numbers: ABI, the same for every kernel of an arch */
 /* Enums that tracepoint records use as field types (the generated argument structs need
  * them complete); only the enum definitions are used, never a struct layout. */
 #if __has_include(<net/dropreason-core.h>)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tracer.attach_plan import ProbePlan
 from tracer.system_facts import gather, tracing_blocker
 
 REQUIRE_BPF = os.environ.get("REQTRACE_REQUIRE_BPF") == "1"
@@ -33,3 +34,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
         report.longrepr = f"bpf test skipped under REQTRACE_REQUIRE_BPF=1: {reason}"
+
+
+@pytest.fixture(scope="session")
+def tracepoint_plan() -> ProbePlan:
+    """The probe plan of this machine (trials run once per test session)."""
+    from tracer.attach_plan import build_plan
+    from tracer.attach_trials import AttachTrials
+
+    with AttachTrials(gather()) as trials:
+        return build_plan(trials)

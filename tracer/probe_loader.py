@@ -76,7 +76,7 @@ class ProbeSession:
                 detail = errors[0] if errors else str(exc)
                 raise ProbeLoadError(f"loading reqtrace's BPF probes failed: {detail}") from exc
         self.compile_seconds = time.monotonic() - started
-        self._bpf["events"].open_ring_buffer(self._on_record)
+        self._bpf[b"events"].open_ring_buffer(self._on_record)
         return self
 
     def close(self) -> None:
@@ -109,7 +109,7 @@ class ProbeSession:
 
         An empty set means "no filter" for that dimension.
         """
-        tgid_map, port_map = self.bpf["target_tgids"], self.bpf["target_ports"]
+        tgid_map, port_map = self.bpf[b"target_tgids"], self.bpf[b"target_ports"]
         tgid_map.clear()
         port_map.clear()
         tgids, ports = list(tgids), list(ports)
@@ -120,12 +120,12 @@ class ProbeSession:
         flags = RT_CFG_ENABLED
         flags |= RT_CFG_FILTER_TGID if tgids else 0
         flags |= RT_CFG_FILTER_PORT if ports else 0
-        config = self.bpf["config"]
+        config = self.bpf[b"config"]
         value = RtConfig(flags=flags, wakeup_every=self.wakeup_every)
         config[ctypes.c_int(0)] = config.Leaf.from_buffer_copy(bytes(value))
 
     def disable(self) -> None:
-        config = self.bpf["config"]
+        config = self.bpf[b"config"]
         config[ctypes.c_int(0)] = config.Leaf.from_buffer_copy(bytes(RtConfig()))
 
     # -- records -----------------------------------------------------------------------
@@ -158,7 +158,7 @@ class ProbeSession:
         return raw
 
     def lost_records(self) -> dict[str, int]:
-        lost = self.bpf["lost"]
+        lost = self.bpf[b"lost"]
         counts = {}
         for index, name in RECORD_TYPE_NAMES.items():
             counts[name] = int(lost[ctypes.c_int(index)].value)

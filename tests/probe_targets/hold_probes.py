@@ -1,0 +1,28 @@
+"""Load reqtrace's probes, print their program ids, and hold them until a signal arrives."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from tracer.attach_plan import build_plan
+from tracer.attach_trials import AttachTrials
+from tracer.graceful_signals import exit_cleanly_on_signals
+from tracer.probe_loader import ProbeSession
+from tracer.system_facts import gather
+
+
+def main() -> None:
+    with AttachTrials(gather()) as trials:
+        plan = build_plan(trials)
+    try:
+        with exit_cleanly_on_signals(), ProbeSession(plan) as probes:
+            print("ATTACHED", *probes.program_ids(), flush=True)
+            while True:
+                time.sleep(0.05)
+    finally:
+        print("DETACHED", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
