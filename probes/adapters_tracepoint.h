@@ -26,9 +26,9 @@ TRACEPOINT_PROBE(napi, napi_poll) { return rt_on_napi_poll_end(); }
 TRACEPOINT_PROBE(net, netif_rx) { return rt_on_netif_rx((__u64)args->skbaddr); }
 TRACEPOINT_PROBE(net, netif_receive_skb)
 {
-    struct rt_skb_state *ss = rt_on_netif_receive((__u64)args->skbaddr);
-    if (ss)
-        TP_DATA_LOC_READ_CONST(ss->dev, name, RT_IFNAMSIZ);
+    struct rt_packet *p = rt_on_netif_receive((__u64)args->skbaddr);
+    if (p)
+        TP_DATA_LOC_READ_CONST(p->dev, name, RT_IFNAMSIZ);
     return 0;
 }
 #endif

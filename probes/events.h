@@ -50,8 +50,8 @@ enum rt_record_type {
 #define RT_DROP_RCVQUEUE_FULL 1   /* sock:sock_rcvqueue_full on the CPU that last served it */
 
 /* rt_config.flags */
-#define RT_CFG_FILTER_TGID (1u << 0) /* syscalls only from target_tgids */
-#define RT_CFG_FILTER_PORT (1u << 1) /* sockets only on target_ports (local port) */
+#define RT_CFG_FILTER_TGID (1u << 0) /* syscalls only from rt_config.tgids */
+#define RT_CFG_FILTER_PORT (1u << 1) /* sockets only on rt_config.ports (local port) */
 #define RT_CFG_ENABLED (1u << 2)     /* off until the loader has written the filters */
 
 struct rt_head {
@@ -177,10 +177,18 @@ struct rt_drop {
     __s32 sk_rcvbuf;
 };
 
-/* Run-time configuration, written by the loader before traffic flows. */
+/* Run-time configuration, written by the loader before traffic flows. Filters are small
+ * arrays compared inline: a hash lookup on every read()/write() of the whole system would
+ * cost more than everything else the probes do. */
+#define RT_MAX_TARGETS 8
+
 struct rt_config {
     __u32 flags;        /* RT_CFG_* */
-    __u32 wakeup_every; /* wake the consumer every N records per CPU (0: every record) */
+    __u32 wakeup_every; /* wake the consumer every N records per CPU (0/1: every record) */
+    __u32 tgid_count;
+    __u32 port_count;
+    __u32 tgids[RT_MAX_TARGETS];
+    __u16 ports[RT_MAX_TARGETS];
 };
 
 #endif /* REQTRACE_EVENTS_H */

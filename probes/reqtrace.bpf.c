@@ -6,8 +6,9 @@
  * Raw events are not streamed to user space (a naive probe set costs more than the server).
  * Instead each event updates a small piece of state and only a few points emit a record:
  *
- *   per CPU     hardirq in progress, NET_RX raise/entry, current NAPI poll start
- *   per skb     netif_rx / netif_receive_skb times + a snapshot of the per-CPU state (LRU)
+ *   per CPU     hardirq in progress, NET_RX raise/entry, current NAPI poll start, and two
+ *               small rings of recent packets: queued by netif_rx (lo, veth) and handed to
+ *               the stack by netif_receive_skb, matched later by skb address
  *   per socket  identity (ports, addresses, cookie) and the receive path of the first data
  *               segment since the last recv, plus segment/byte totals (LRU, key = sk)
  *   per thread  the last epoll wait (enter, exit, wakeup) and the syscall in flight
@@ -16,9 +17,20 @@
  *   send exit   -> RT_REC_SEND: socket + syscall + device transmits inside it
  *   accept exit, TCP state changes, retransmits, resets, drops -> their own records
  *
- * Filters (target processes, target local ports) live in maps the loader fills before
- * traffic flows. Kernel data is read only from tracepoint fields (layout from tracefs) or
- * kept as opaque pointers; nothing is read through kernel header struct layouts.
+ * Cost rules (every probe here runs for the whole machine, not just the server):
+ *   - the target filters are arrays in the config, compared inline (no hash lookup);
+ *   - per-packet state lives in per-CPU rings, never in a shared map (no lock, no update);
+ *   - per-thread state is one hash entry made once per thread, not per syscall;
+ *   - the per-socket LRU uses per-CPU LRU lists (BPF_F_NO_COMMON_LRU): no global lock;
+ *   - records are submitted without waking the consumer, except every Nth.
+ * Receive processing is synchronous per packet (netif_receive_skb -> IP -> TCP -> the
+ * socket) on one CPU, so the packet rings hold the few skbs in flight on that CPU; a
+ * segment TCP processes later from the socket backlog (socket busy in a syscall) is marked
+ * RT_RX_PROCESS_CONTEXT and keeps only its TCP times.
+ *
+ * Filters (target processes, target local ports) are written by the loader before traffic
+ * flows. Kernel data is read only from tracepoint fields (layout from tracefs) or kept as
+ * opaque pointers; nothing is read through kernel header struct layouts.
  *
  * Each probe point is compiled with the adapter its plan entry chose: the loader defines
  * RT_<POINT> to one of the RT_MECH_* values (see tracer/bpf_program.py). Points left
@@ -64,6 +76,32 @@
 #define RT_IO_ACCEPT 3
 #define RT_IO_CLOSE 4
 
+#define RT_PACKET_RING 8 /* packets remembered per CPU; a power of two */
+#ifndef RT_NR_CPUS
+#define RT_NR_CPUS 64 /* possible CPUs; the loader passes the real number */
+#endif
+
+/* A packet handed to the stack by netif_receive_skb, waiting for TCP to claim it, with
+ * the softirq context it arrived in (TCP may claim it later, from another context). */
+struct rt_packet {
+    __u64 skb;
+    __u64 netif_rx_ts;
+    __u64 netif_receive_ts;
+    __u64 poll_start_ts;
+    __u64 softirq_entry_ts;
+    __u64 softirq_raise_ts;
+    __u64 hardirq_ts;
+    __u32 irq;
+    __u32 flags; /* RT_RX_BACKLOG | RT_RX_SKB_SEEN | RT_RX_FROM_HARDIRQ */
+    char dev[RT_IFNAMSIZ];
+};
+
+/* A packet queued on this CPU's backlog by netif_rx (lo, veth). */
+struct rt_queued {
+    __u64 skb;
+    __u64 ts;
+};
+
 struct rt_cpu_state {
     __u64 hardirq_ts;        /* current/last hardirq on this CPU */
     __u64 raise_ts;          /* first NET_RX raise since the last softirq entry */
@@ -81,26 +119,33 @@ struct rt_cpu_state {
     __u32 cur_from_hardirq;
     __u32 in_net_rx;
     __u32 submitted;         /* records since the last forced consumer wakeup */
-};
-
-struct rt_skb_state {
-    __u64 netif_rx_ts;
-    __u64 netif_receive_ts;
-    __u64 hardirq_ts;
-    __u64 softirq_raise_ts;
-    __u64 softirq_entry_ts;
-    __u64 poll_start_ts;
-    __u32 irq;
-    __u32 flags;
-    __u32 cpu;
-    __u32 _pad;
-    char dev[RT_IFNAMSIZ];
+    __u32 queued_next;       /* next slot of `queued` */
+    __u32 packet_next;       /* next slot of `packets` */
+    struct rt_queued queued[RT_PACKET_RING];
+    struct rt_packet packets[RT_PACKET_RING];
 };
 
 struct rt_sock_state {
     struct rt_sock sock;
     struct rt_rx_path rx;
     __u64 syn_recv_ts;
+};
+
+/* The syscall a server thread has in flight (one at a time per thread). */
+struct rt_syscall {
+    __u64 enter_ts;
+    __u64 sk;
+    __u64 xmit_first_ts;
+    __u64 xmit_last_ts;
+    __s32 fd;
+    __s32 sk_ret;
+    __u32 nr;
+    __u32 kind; /* RT_IO_*; RT_IO_NONE when no syscall is in flight */
+    __u32 xmit_count;
+    __u32 xmit_bytes;
+    __s32 xmit_rc;
+    __u32 _pad;
+    char dev[RT_IFNAMSIZ];
 };
 
 struct rt_thread_state {
@@ -111,63 +156,89 @@ struct rt_thread_state {
     __u32 in_epoll;
     __u32 waker_cpu;
     __u32 _pad;
-};
-
-struct rt_syscall {
-    __u64 enter_ts;
-    __u64 sk;
-    __u64 xmit_first_ts;
-    __u64 xmit_last_ts;
-    __s32 fd;
-    __s32 sk_ret;
-    __u32 nr;
-    __u32 kind; /* RT_IO_* */
-    __u32 xmit_count;
-    __u32 xmit_bytes;
-    __s32 xmit_rc;
-    __u32 _pad;
-    char dev[RT_IFNAMSIZ];
+    struct rt_syscall sc;
 };
 
 BPF_RINGBUF_OUTPUT(events, RT_RINGBUF_PAGES);
 BPF_ARRAY(lost, __u64, RT_REC_TYPES);
 BPF_ARRAY(config, struct rt_config, 1);
-BPF_HASH(target_tgids, __u32, __u8, 64);
-BPF_HASH(target_ports, __u16, __u8, 64);
-BPF_PERCPU_ARRAY(cpu_state, struct rt_cpu_state, 1);
-BPF_TABLE("lru_hash", __u64, struct rt_skb_state, skb_state, 16384);
-BPF_TABLE("lru_hash", __u64, struct rt_sock_state, sock_state, 32768);
-BPF_TABLE("lru_hash", __u32, struct rt_thread_state, thread_state, 16384);
-BPF_TABLE("lru_hash", __u32, struct rt_syscall, syscalls_in_flight, 16384);
+/* Indexed by CPU id rather than a per-CPU map: each CPU writes only its own slot, but a
+ * segment TCP processes later (from the socket backlog, on any CPU) must find its packet
+ * in the ring of the CPU that received it. */
+BPF_ARRAY(cpu_state, struct rt_cpu_state, RT_NR_CPUS);
+BPF_F_TABLE("lru_hash", __u64, struct rt_sock_state, sock_state, 32768, BPF_F_NO_COMMON_LRU);
+BPF_HASH(thread_state, __u32, struct rt_thread_state, 16384);
 
 /* ---- helpers ------------------------------------------------------------------------ */
 
 static __always_inline struct rt_cpu_state *rt_cpu(void)
 {
+    __u32 cpu = bpf_get_smp_processor_id();
+    return cpu_state.lookup(&cpu);
+}
+
+static __always_inline struct rt_config *rt_config(void)
+{
     __u32 zero = 0;
-    return cpu_state.lookup(&zero);
+    return config.lookup(&zero);
 }
 
 static __always_inline int rt_tgid_wanted(__u32 tgid)
 {
-    __u32 zero = 0;
-    struct rt_config *cfg = config.lookup(&zero);
+    struct rt_config *cfg = rt_config();
     if (!cfg || !(cfg->flags & RT_CFG_ENABLED))
         return 0;
     if (!(cfg->flags & RT_CFG_FILTER_TGID))
         return 1;
-    return target_tgids.lookup(&tgid) != NULL;
+#pragma unroll
+    for (int i = 0; i < RT_MAX_TARGETS; i++) {
+        if (i < cfg->tgid_count && cfg->tgids[i] == tgid)
+            return 1;
+    }
+    return 0;
 }
 
 static __always_inline int rt_port_wanted(__u16 lport)
 {
-    __u32 zero = 0;
-    struct rt_config *cfg = config.lookup(&zero);
+    struct rt_config *cfg = rt_config();
     if (!cfg || !(cfg->flags & RT_CFG_ENABLED))
         return 0;
     if (!(cfg->flags & RT_CFG_FILTER_PORT))
         return 1;
-    return target_ports.lookup(&lport) != NULL;
+#pragma unroll
+    for (int i = 0; i < RT_MAX_TARGETS; i++) {
+        if (i < cfg->port_count && cfg->ports[i] == lport)
+            return 1;
+    }
+    return 0;
+}
+
+/* The calling thread's state if it belongs to a target process (created on first use). */
+static __always_inline struct rt_thread_state *rt_target_thread(void)
+{
+    __u64 id = bpf_get_current_pid_tgid();
+    if (!rt_tgid_wanted(id >> 32))
+        return NULL;
+    __u32 tid = (__u32)id;
+    struct rt_thread_state *t = thread_state.lookup(&tid);
+    if (t)
+        return t;
+    struct rt_thread_state fresh = {};
+    thread_state.update(&tid, &fresh);
+    return thread_state.lookup(&tid);
+}
+
+/* The calling thread's state only if it already has a syscall of `kind` in flight. */
+static __always_inline struct rt_syscall *rt_syscall_in_flight(__u32 kind)
+{
+    __u64 id = bpf_get_current_pid_tgid();
+    if (!rt_tgid_wanted(id >> 32))
+        return NULL;
+    __u32 tid = (__u32)id;
+    struct rt_thread_state *t = thread_state.lookup(&tid);
+    if (!t || t->sc.kind != kind)
+        return NULL;
+    return &t->sc;
 }
 
 static __always_inline void rt_fill_head(struct rt_head *head, __u32 type, __u64 now)
@@ -190,8 +261,7 @@ static __always_inline void rt_count_lost(__u32 type)
 /* Wake the consumer only every `wakeup_every` records per CPU: wakeups dominate BPF cost. */
 static __always_inline __u64 rt_submit_flags(void)
 {
-    __u32 zero = 0;
-    struct rt_config *cfg = config.lookup(&zero);
+    struct rt_config *cfg = rt_config();
     struct rt_cpu_state *c = rt_cpu();
     if (!cfg || !c || cfg->wakeup_every <= 1)
         return 0;
@@ -251,11 +321,8 @@ static __always_inline struct rt_sock_state *rt_sock_state_get(__u64 sk)
 
 static __always_inline int rt_in_close_fd(void)
 {
-    __u32 tid = (__u32)bpf_get_current_pid_tgid();
-    struct rt_syscall *sc = syscalls_in_flight.lookup(&tid);
-    if (sc && sc->kind == RT_IO_CLOSE)
-        return sc->fd;
-    return -1;
+    struct rt_syscall *sc = rt_syscall_in_flight(RT_IO_CLOSE);
+    return sc ? sc->fd : -1;
 }
 
 /* ---- receive path: hardirq, NET_RX softirq, NAPI, netif_rx/receive -------------------- */
@@ -344,41 +411,84 @@ static __always_inline int rt_on_driver_poll_start(void)
 
 static __always_inline int rt_on_netif_rx(__u64 skb)
 {
-    struct rt_skb_state fresh = {};
-    fresh.netif_rx_ts = bpf_ktime_get_ns();
-    fresh.flags = RT_RX_BACKLOG;
-    skb_state.update(&skb, &fresh);
+    struct rt_cpu_state *c = rt_cpu();
+    if (!c)
+        return 0;
+    __u32 slot = c->queued_next & (RT_PACKET_RING - 1);
+    c->queued_next = slot + 1;
+    c->queued[slot].skb = skb;
+    c->queued[slot].ts = bpf_ktime_get_ns();
     return 0;
 }
 
-/* dev may be NULL when the adapter cannot see the device name. */
-static __always_inline struct rt_skb_state *rt_on_netif_receive(__u64 skb)
+/* Remember the packet for TCP; returns its slot so the adapter can add the device name. */
+static __always_inline struct rt_packet *rt_on_netif_receive(__u64 skb)
 {
     struct rt_cpu_state *c = rt_cpu();
     if (!c)
         return NULL;
-    struct rt_skb_state *ss = skb_state.lookup(&skb);
-    if (!ss) {
-        struct rt_skb_state fresh = {};
-        skb_state.update(&skb, &fresh);
-        ss = skb_state.lookup(&skb);
-        if (!ss)
-            return NULL;
+    __u32 slot = c->packet_next & (RT_PACKET_RING - 1);
+    c->packet_next = slot + 1;
+    struct rt_packet *p = &c->packets[slot];
+    p->skb = skb;
+    p->netif_receive_ts = bpf_ktime_get_ns();
+    p->flags = RT_RX_SKB_SEEN;
+    p->netif_rx_ts = 0;
+    p->hardirq_ts = 0;
+    p->irq = 0;
+    p->dev[0] = 0;
+    if (c->in_net_rx) {
+        p->poll_start_ts = c->poll_start_ts;
+        p->softirq_entry_ts = c->softirq_entry_ts;
+        p->softirq_raise_ts = c->cur_raise_ts;
+    } else {
+        p->poll_start_ts = 0;
+        p->softirq_entry_ts = 0;
+        p->softirq_raise_ts = 0;
     }
-    ss->netif_receive_ts = bpf_ktime_get_ns();
-    ss->flags |= RT_RX_SKB_SEEN;
-    ss->cpu = bpf_get_smp_processor_id();
-    ss->softirq_entry_ts = c->in_net_rx ? c->softirq_entry_ts : 0;
-    ss->softirq_raise_ts = c->in_net_rx ? c->cur_raise_ts : 0;
-    ss->poll_start_ts = c->in_net_rx ? c->poll_start_ts : 0;
+#pragma unroll
+    for (int i = 0; i < RT_PACKET_RING; i++) {
+        if (c->queued[i].skb == skb) {
+            p->netif_rx_ts = c->queued[i].ts;
+            p->flags |= RT_RX_BACKLOG;
+            c->queued[i].skb = 0;
+        }
+    }
     /* A packet that came through netif_rx was sent by software on this host (lo, veth):
      * never blame a NIC interrupt for it, even if one raised the same softirq. */
-    if (c->in_net_rx && c->cur_from_hardirq && !(ss->flags & RT_RX_BACKLOG)) {
-        ss->flags |= RT_RX_FROM_HARDIRQ;
-        ss->hardirq_ts = c->cur_hardirq_ts;
-        ss->irq = c->cur_irq;
+    if (c->in_net_rx && c->cur_from_hardirq && !(p->flags & RT_RX_BACKLOG)) {
+        p->flags |= RT_RX_FROM_HARDIRQ;
+        p->hardirq_ts = c->cur_hardirq_ts;
+        p->irq = c->cur_irq;
     }
-    return ss;
+    return p;
+}
+
+/* Copy a remembered packet's receive path if `skb` is in CPU `cpu`'s ring. */
+static __always_inline int rt_claim_packet(__u32 cpu, __u64 skb, struct rt_rx_path *rx)
+{
+    struct rt_cpu_state *c = cpu_state.lookup(&cpu);
+    if (!c)
+        return 0;
+#pragma unroll
+    for (int i = 0; i < RT_PACKET_RING; i++) {
+        struct rt_packet *p = &c->packets[i];
+        if (p->skb == skb) {
+            rx->netif_rx_ts = p->netif_rx_ts;
+            rx->netif_receive_ts = p->netif_receive_ts;
+            rx->poll_start_ts = p->poll_start_ts;
+            rx->softirq_entry_ts = p->softirq_entry_ts;
+            rx->softirq_raise_ts = p->softirq_raise_ts;
+            rx->hardirq_ts = p->hardirq_ts;
+            rx->irq = p->irq;
+            rx->rx_cpu = cpu;
+            rx->flags |= p->flags;
+            rt_copy_dev(rx->dev, p->dev);
+            p->skb = 0;
+            return 1;
+        }
+    }
+    return 0;
 }
 
 /* ---- TCP receive, data ready, wakeup --------------------------------------------------- */
@@ -407,20 +517,18 @@ static __always_inline int rt_on_tcp_segment(__u64 sk, __u64 skb, __u16 lport, _
         __builtin_memset(&st->rx, 0, sizeof(st->rx));
         st->rx.flags = RT_RX_VALID;
         st->rx.tcp_ts = now;
-        st->rx.rx_cpu = bpf_get_smp_processor_id();
-        if (!c || !c->in_net_rx)
+        __u32 here = bpf_get_smp_processor_id();
+        st->rx.rx_cpu = here;
+        if (!c || !c->in_net_rx) {
+            /* Processed from the socket backlog after the socket's owner released it:
+             * the packet may have been received by any CPU. */
             st->rx.flags |= RT_RX_PROCESS_CONTEXT;
-        struct rt_skb_state *ss = skb_state.lookup(&skb);
-        if (ss) {
-            st->rx.hardirq_ts = ss->hardirq_ts;
-            st->rx.irq = ss->irq;
-            st->rx.softirq_raise_ts = ss->softirq_raise_ts;
-            st->rx.softirq_entry_ts = ss->softirq_entry_ts;
-            st->rx.poll_start_ts = ss->poll_start_ts;
-            st->rx.netif_rx_ts = ss->netif_rx_ts;
-            st->rx.netif_receive_ts = ss->netif_receive_ts;
-            st->rx.flags |= ss->flags & (RT_RX_FROM_HARDIRQ | RT_RX_BACKLOG | RT_RX_SKB_SEEN);
-            rt_copy_dev(st->rx.dev, ss->dev);
+            for (__u32 cpu = 0; cpu < RT_NR_CPUS; cpu++) {
+                if (rt_claim_packet(cpu, skb, &st->rx))
+                    break;
+            }
+        } else {
+            rt_claim_packet(here, skb, &st->rx);
         }
     }
     st->rx.last_tcp_ts = now;
@@ -429,7 +537,6 @@ static __always_inline int rt_on_tcp_segment(__u64 sk, __u64 skb, __u16 lport, _
     st->rx.srtt_us = srtt_us;
     st->rx.rcv_wnd = rcv_wnd;
     st->rx.snd_wnd = snd_wnd;
-    skb_state.delete(&skb);
     if (c)
         c->last_sk = sk;
     return 0;
@@ -459,12 +566,7 @@ static __always_inline int rt_on_wakeup(__u32 tid)
 
 static __always_inline int rt_on_epoll_enter(void)
 {
-    __u64 id = bpf_get_current_pid_tgid();
-    if (!rt_tgid_wanted(id >> 32))
-        return 0;
-    __u32 tid = (__u32)id;
-    struct rt_thread_state fresh = {};
-    struct rt_thread_state *t = thread_state.lookup_or_try_init(&tid, &fresh);
+    struct rt_thread_state *t = rt_target_thread();
     if (!t)
         return 0;
     t->epoll_enter_ts = bpf_ktime_get_ns();
@@ -475,7 +577,10 @@ static __always_inline int rt_on_epoll_enter(void)
 
 static __always_inline int rt_on_epoll_exit(long ret)
 {
-    __u32 tid = (__u32)bpf_get_current_pid_tgid();
+    __u64 id = bpf_get_current_pid_tgid();
+    if (!rt_tgid_wanted(id >> 32))
+        return 0;
+    __u32 tid = (__u32)id;
     struct rt_thread_state *t = thread_state.lookup(&tid);
     if (!t || !t->in_epoll)
         return 0;
@@ -489,25 +594,30 @@ static __always_inline int rt_on_epoll_exit(long ret)
 
 static __always_inline int rt_on_io_enter(__u32 kind, __s32 fd, __u32 nr)
 {
-    __u64 id = bpf_get_current_pid_tgid();
-    if (!rt_tgid_wanted(id >> 32))
+    struct rt_thread_state *t = rt_target_thread();
+    if (!t)
         return 0;
-    __u32 tid = (__u32)id;
-    struct rt_syscall sc = {};
-    sc.enter_ts = bpf_ktime_get_ns();
-    sc.fd = fd;
-    sc.nr = nr;
-    sc.kind = kind;
-    syscalls_in_flight.update(&tid, &sc);
+    struct rt_syscall *sc = &t->sc;
+    sc->enter_ts = bpf_ktime_get_ns();
+    sc->fd = fd;
+    sc->nr = nr;
+    sc->kind = kind;
+    sc->sk = 0;
+    sc->sk_ret = 0;
+    sc->xmit_first_ts = 0;
+    sc->xmit_last_ts = 0;
+    sc->xmit_count = 0;
+    sc->xmit_bytes = 0;
+    sc->xmit_rc = 0;
+    sc->dev[0] = 0;
     return 0;
 }
 
 /* sock_recv_length / sock_send_length: which socket the syscall in flight used. */
 static __always_inline int rt_on_sock_length(__u32 kind, __u64 sk, __s32 ret)
 {
-    __u32 tid = (__u32)bpf_get_current_pid_tgid();
-    struct rt_syscall *sc = syscalls_in_flight.lookup(&tid);
-    if (sc && sc->kind == kind && !sc->sk) {
+    struct rt_syscall *sc = rt_syscall_in_flight(kind);
+    if (sc && !sc->sk) {
         sc->sk = sk;
         sc->sk_ret = ret;
     }
@@ -518,13 +628,12 @@ static __always_inline int rt_on_sock_length(__u32 kind, __u64 sk, __s32 ret)
  * in the device name (when it can see it). */
 static __always_inline struct rt_syscall *rt_on_xmit(__u32 len, __s32 rc)
 {
+    struct rt_syscall *sc = rt_syscall_in_flight(RT_IO_SEND);
+    if (!sc)
+        return NULL;
     struct rt_cpu_state *c = rt_cpu();
     if (c && c->in_net_rx)
         return NULL; /* softirq work that interrupted the syscall is not its transmit */
-    __u32 tid = (__u32)bpf_get_current_pid_tgid();
-    struct rt_syscall *sc = syscalls_in_flight.lookup(&tid);
-    if (!sc || sc->kind != RT_IO_SEND)
-        return NULL;
     __u64 now = bpf_ktime_get_ns();
     struct rt_syscall *first = NULL;
     if (!sc->xmit_first_ts) {
@@ -538,9 +647,10 @@ static __always_inline struct rt_syscall *rt_on_xmit(__u32 len, __s32 rc)
     return first;
 }
 
-static __always_inline int rt_emit_recv(struct rt_syscall *sc, struct rt_sock_state *st,
-                                        __s32 ret, __u64 now, __u32 tid)
+static __always_inline int rt_emit_recv(struct rt_thread_state *t, struct rt_sock_state *st,
+                                        __s32 ret, __u64 now)
 {
+    struct rt_syscall *sc = &t->sc;
     struct rt_recv *e = rt_reserve(sizeof(struct rt_recv), RT_REC_RECV);
     if (!e)
         return 0;
@@ -550,22 +660,13 @@ static __always_inline int rt_emit_recv(struct rt_syscall *sc, struct rt_sock_st
     e->ret = ret;
     e->enter_ts = sc->enter_ts;
     e->syscall = sc->nr;
-    struct rt_thread_state *t = thread_state.lookup(&tid);
-    if (t) {
-        e->epoll_enter_ts = t->epoll_enter_ts;
-        e->epoll_exit_ts = t->epoll_exit_ts;
-        e->wakeup_ts = t->wakeup_ts;
-        e->epoll_ready = t->epoll_ready;
-        e->waker_cpu = t->waker_cpu;
-    } else {
-        e->epoll_enter_ts = 0;
-        e->epoll_exit_ts = 0;
-        e->wakeup_ts = 0;
-        e->epoll_ready = 0;
-        e->waker_cpu = 0;
-    }
+    e->epoll_enter_ts = t->epoll_enter_ts;
+    e->epoll_exit_ts = t->epoll_exit_ts;
+    e->wakeup_ts = t->wakeup_ts;
+    e->epoll_ready = t->epoll_ready;
+    e->waker_cpu = t->waker_cpu;
     e->_pad = 0;
-    if (ret > 0 && (st->rx.flags & RT_RX_VALID)) {
+    if (st->rx.flags & RT_RX_VALID) {
         __builtin_memcpy(&e->rx, &st->rx, sizeof(e->rx));
         __builtin_memset(&st->rx, 0, sizeof(st->rx));
     } else {
@@ -614,27 +715,40 @@ static __always_inline int rt_emit_accept(struct rt_syscall *sc, __s32 ret, __u6
     return 0;
 }
 
+/*
+ * A syscall of a server thread returned. Only useful outcomes become records: data read
+ * (a recv that found nothing, -EAGAIN after an edge-triggered loop drained the socket,
+ * says nothing about a request), any send result (a failed or short send is news), and
+ * accepted connections.
+ */
 static __always_inline int rt_on_io_exit(long ret)
 {
-    __u32 tid = (__u32)bpf_get_current_pid_tgid();
-    struct rt_syscall *sc = syscalls_in_flight.lookup(&tid);
-    if (!sc)
+    __u64 id = bpf_get_current_pid_tgid();
+    if (!rt_tgid_wanted(id >> 32))
         return 0;
+    __u32 tid = (__u32)id;
+    struct rt_thread_state *t = thread_state.lookup(&tid);
+    if (!t || t->sc.kind == RT_IO_NONE)
+        return 0;
+    struct rt_syscall *sc = &t->sc;
+    __u32 kind = sc->kind;
+    sc->kind = RT_IO_NONE;
     __u64 now = bpf_ktime_get_ns();
-    if (sc->kind == RT_IO_ACCEPT) {
+    if (kind == RT_IO_ACCEPT) {
         if (ret >= 0)
             rt_emit_accept(sc, ret, now);
-    } else if ((sc->kind == RT_IO_RECV || sc->kind == RT_IO_SEND) && sc->sk) {
-        __u64 sk = sc->sk;
-        struct rt_sock_state *st = sock_state.lookup(&sk);
-        if (st && st->sock.lport) {
-            if (sc->kind == RT_IO_RECV)
-                rt_emit_recv(sc, st, ret, now, tid);
-            else
-                rt_emit_send(sc, st, ret, now);
-        }
+        return 0;
     }
-    syscalls_in_flight.delete(&tid);
+    if (!sc->sk || (kind == RT_IO_RECV && ret <= 0))
+        return 0;
+    __u64 sk = sc->sk;
+    struct rt_sock_state *st = sock_state.lookup(&sk);
+    if (!st || !st->sock.lport)
+        return 0;
+    if (kind == RT_IO_RECV)
+        rt_emit_recv(t, st, ret, now);
+    else if (kind == RT_IO_SEND)
+        rt_emit_send(sc, st, ret, now);
     return 0;
 }
 

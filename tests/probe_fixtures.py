@@ -74,14 +74,19 @@ def read_response(client: socket.socket) -> bytes:
     return header + b"\r\n\r\n" + body
 
 
-def http_exchange(host: str, port: int, requests: int = 1, path: str = "/") -> int:
+def http_exchange(
+    host: str, port: int, requests: int = 1, path: str = "/", pause: float = 0.0
+) -> int:
     """`requests` keep-alive requests on one connection, then a clean close.
 
-    Returns the client's local port (the server socket's remote port).
+    pause: seconds to wait before each request after the first, so the server is idle
+    (asleep in epoll_wait) when it arrives. Returns the client's local port.
     """
     with socket.create_connection((host, port), timeout=10) as client:
         client_port = client.getsockname()[1]
-        for _ in range(requests):
+        for number in range(requests):
+            if number and pause:
+                time.sleep(pause)
             client.sendall(f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
             read_response(client)
         client.shutdown(socket.SHUT_WR)

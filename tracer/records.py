@@ -5,8 +5,8 @@ and offset against what BCC compiles from events.h). Decoding uses struct format
 from those ctypes layouts, because struct.unpack_from is several times faster than ctypes
 attribute access and this path runs for every record.
 
-Decoded records are small frozen dataclasses: what the correlator consumes, what raw-record
-files store (as JSON, see to_json/from_json) and what tests build by hand.
+Decoded records are small immutable named tuples: what the correlator consumes, what
+raw-record files store (as JSON, see to_json/from_json) and what tests build by hand.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ import ctypes
 import ipaddress
 import socket
 import struct
-from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 # ---- constants of events.h --------------------------------------------------------------
 
@@ -210,8 +209,18 @@ class RtDrop(ctypes.Structure):
     ]
 
 
+RT_MAX_TARGETS = 8
+
+
 class RtConfig(ctypes.Structure):
-    _fields_ = [("flags", u32), ("wakeup_every", u32)]
+    _fields_ = [
+        ("flags", u32),
+        ("wakeup_every", u32),
+        ("tgid_count", u32),
+        ("port_count", u32),
+        ("tgids", u32 * RT_MAX_TARGETS),
+        ("ports", u16 * RT_MAX_TARGETS),
+    ]
 
 
 MIRROR: dict[str, type[ctypes.Structure]] = {
@@ -229,10 +238,14 @@ MIRROR: dict[str, type[ctypes.Structure]] = {
 }
 
 # ---- decoded records ------------------------------------------------------------------
+#
+# Immutable named tuples rather than frozen dataclasses: the consumer builds one per record
+# at tens of thousands per second, and a frozen dataclass's __init__ (object.__setattr__ per
+# field) cost more than everything else in the decoder. Same names, same field order, same
+# attribute access; records are compared and hashed as tuples.
 
 
-@dataclass(frozen=True, slots=True)
-class SocketId:
+class SocketId(NamedTuple):
     """A server-side TCP socket: kernel address (opaque id), cookie and 4-tuple."""
 
     sk: int
@@ -244,8 +257,7 @@ class SocketId:
     rport: int
 
 
-@dataclass(frozen=True, slots=True)
-class RxPath:
+class RxPath(NamedTuple):
     """How the bytes a recv returned got to the socket (first segment since the last recv)."""
 
     hardirq_ts: int
@@ -280,8 +292,7 @@ class RxPath:
         return bool(self.flags & RT_RX_PROCESS_CONTEXT)
 
 
-@dataclass(frozen=True, slots=True)
-class RecvRecord:
+class RecvRecord(NamedTuple):
     ts_ns: int  # syscall exit
     cpu: int
     pid: int
@@ -299,8 +310,7 @@ class RecvRecord:
     rx: RxPath | None  # None when no data segment arrived since the previous recv
 
 
-@dataclass(frozen=True, slots=True)
-class SendRecord:
+class SendRecord(NamedTuple):
     ts_ns: int  # syscall exit
     cpu: int
     pid: int
@@ -319,8 +329,7 @@ class SendRecord:
     dev: str
 
 
-@dataclass(frozen=True, slots=True)
-class AcceptRecord:
+class AcceptRecord(NamedTuple):
     ts_ns: int
     cpu: int
     pid: int
@@ -331,8 +340,7 @@ class AcceptRecord:
     syscall: int
 
 
-@dataclass(frozen=True, slots=True)
-class StateRecord:
+class StateRecord(NamedTuple):
     ts_ns: int
     cpu: int
     pid: int
@@ -350,8 +358,7 @@ class StateRecord:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class RetransmitRecord:
+class RetransmitRecord(NamedTuple):
     ts_ns: int
     cpu: int
     pid: int
@@ -361,8 +368,7 @@ class RetransmitRecord:
     err: int
 
 
-@dataclass(frozen=True, slots=True)
-class ResetRecord:
+class ResetRecord(NamedTuple):
     ts_ns: int
     cpu: int
     pid: int
@@ -373,8 +379,7 @@ class ResetRecord:
     reason: int
 
 
-@dataclass(frozen=True, slots=True)
-class DropRecord:
+class DropRecord(NamedTuple):
     ts_ns: int
     cpu: int
     pid: int
@@ -449,15 +454,6 @@ def _decoder(ctype: type[ctypes.Structure]) -> tuple[struct.Struct, dict[str, in
     return compiled, {name: i for i, name in enumerate(names)}
 
 
-_RECV, _RECV_AT = _decoder(RtRecv)
-_SEND, _SEND_AT = _decoder(RtSend)
-_ACCEPT, _ACCEPT_AT = _decoder(RtAccept)
-_STATE, _STATE_AT = _decoder(RtState)
-_RETRANSMIT, _RETRANSMIT_AT = _decoder(RtRetransmit)
-_RESET, _RESET_AT = _decoder(RtReset)
-_DROP, _DROP_AT = _decoder(RtDrop)
-
-
 def format_address(family: int, raw: bytes) -> str:
     if family == socket.AF_INET6:
         address = ipaddress.IPv6Address(raw)
@@ -470,12 +466,11 @@ def format_address(family: int, raw: bytes) -> str:
 _socket_cache: dict[tuple[Any, ...], SocketId] = {}
 
 
-def _socket(values: tuple[Any, ...], at: int) -> SocketId:
-    """The SocketId at flat index `at` (fields sk, cookie, laddr, raddr, lport, rport, family).
+def _socket(key: tuple[Any, ...]) -> SocketId:
+    """SocketId from (sk, cookie, laddr, raddr, lport, rport, family) as unpacked.
 
     Sockets repeat in every record of a connection: decode each identity once.
     """
-    key = values[at : at + 7]
     sock = _socket_cache.get(key)
     if sock is None:
         if len(_socket_cache) > 65536:
@@ -498,80 +493,88 @@ def _text(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode(errors="replace")
 
 
-def _head(v: tuple[Any, ...]) -> tuple[int, int, int, int]:
-    """ts_ns, cpu, pid (tgid), tid: the header fields every record starts with."""
-    return v[0], v[2], v[3], v[4]
+_new = tuple.__new__
 
 
-_RX_AT = _RECV_AT["rx.hardirq_ts"]
-_RX_END = _RECV_AT["rx.dev"]
+class _Layout:
+    """Where each decoded field sits in the flat tuple struct.unpack_from returns."""
+
+    def __init__(self, ctype: type[ctypes.Structure]) -> None:
+        self.struct, self.at = _decoder(ctype)
+        self.unpack = self.struct.unpack_from
+        self.size = self.struct.size
+
+    def span(self, first: str, last: str) -> slice:
+        return slice(self.at[first], self.at[last] + 1)
+
+    def sock(self) -> slice:
+        start = self.at["sock.sk"]
+        return slice(start, start + 7)
+
+
+_RECV = _Layout(RtRecv)
+_SEND = _Layout(RtSend)
+_ACCEPT = _Layout(RtAccept)
+_STATE = _Layout(RtState)
+_RETRANSMIT = _Layout(RtRetransmit)
+_RESET = _Layout(RtReset)
+_DROP = _Layout(RtDrop)
+
+_RECV_SOCK, _RECV_MID = _RECV.sock(), _RECV.span("fd", "ret")
+_RECV_TIMES = _RECV.span("enter_ts", "wakeup_ts")
+_RECV_TAIL = _RECV.span("epoll_ready", "waker_cpu")
+_RX = _RECV.span("rx.hardirq_ts", "rx.flags")
+_RX_FLAGS, _RX_DEV = _RECV.at["rx.flags"], _RECV.at["rx.dev"]
 
 
 def _decode_recv(data: bytes) -> RecvRecord:
-    v = _RECV.unpack_from(data)
-    at = _RECV_AT
+    v = _RECV.unpack(data)
     rx = None
-    if v[at["rx.flags"]] & RT_RX_VALID:
-        rx = RxPath(*v[_RX_AT:_RX_END], _text(v[_RX_END]))
-    return RecvRecord(
-        *_head(v),
-        _socket(v, at["sock.sk"]),
-        v[at["fd"]],
-        v[at["ret"]],
-        v[at["enter_ts"]],
-        v[at["epoll_enter_ts"]],
-        v[at["epoll_exit_ts"]],
-        v[at["wakeup_ts"]],
-        v[at["epoll_ready"]],
-        v[at["syscall"]],
-        v[at["waker_cpu"]],
-        rx,
-    )
+    if v[_RX_FLAGS] & RT_RX_VALID:
+        rx = _new(RxPath, (*v[_RX], _text(v[_RX_DEV])))
+    return _new(
+        RecvRecord,
+        (
+            v[0], v[2], v[3], v[4], _socket(v[_RECV_SOCK]),
+            *v[_RECV_MID], *v[_RECV_TIMES], *v[_RECV_TAIL], rx,
+        ),
+    )  # fmt: skip
+
+
+_SEND_SOCK, _SEND_MID, _SEND_DEV = _SEND.sock(), _SEND.span("fd", "flags"), _SEND.at["dev"]
 
 
 def _decode_send(data: bytes) -> SendRecord:
-    v = _SEND.unpack_from(data)
-    at = _SEND_AT
-    start = at["fd"]
-    return SendRecord(
-        *_head(v),
-        _socket(v, at["sock.sk"]),
-        *v[start : at["flags"] + 1],
-        _text(v[at["dev"]]),
+    v = _SEND.unpack(data)
+    return _new(
+        SendRecord,
+        (v[0], v[2], v[3], v[4], _socket(v[_SEND_SOCK]), *v[_SEND_MID], _text(v[_SEND_DEV])),
     )
+
+
+_ACCEPT_MID = _ACCEPT.span("fd", "syscall")
 
 
 def _decode_accept(data: bytes) -> AcceptRecord:
-    v = _ACCEPT.unpack_from(data)
-    at = _ACCEPT_AT
-    return AcceptRecord(*_head(v), *v[at["fd"] : at["syscall"] + 1])
+    v = _ACCEPT.unpack(data)
+    return _new(AcceptRecord, (v[0], v[2], v[3], v[4], *v[_ACCEPT_MID]))
 
 
-def _decode_state(data: bytes) -> StateRecord:
-    v = _STATE.unpack_from(data)
-    at = _STATE_AT
-    return StateRecord(*_head(v), _socket(v, at["sock.sk"]), *v[at["oldstate"] : at["fd"] + 1])
+def _with_socket(layout: _Layout, cls: type, first: str, last: str) -> Any:
+    sock, mid = layout.sock(), layout.span(first, last)
+    unpack = layout.unpack
+
+    def decode_one(data: bytes) -> Any:
+        v = unpack(data)
+        return _new(cls, (v[0], v[2], v[3], v[4], _socket(v[sock]), *v[mid]))
+
+    return decode_one
 
 
-def _decode_retransmit(data: bytes) -> RetransmitRecord:
-    v = _RETRANSMIT.unpack_from(data)
-    at = _RETRANSMIT_AT
-    return RetransmitRecord(*_head(v), _socket(v, at["sock.sk"]), v[at["state"]], v[at["err"]])
-
-
-def _decode_reset(data: bytes) -> ResetRecord:
-    v = _RESET.unpack_from(data)
-    at = _RESET_AT
-    return ResetRecord(*_head(v), _socket(v, at["sock.sk"]), *v[at["direction"] : at["reason"] + 1])
-
-
-def _decode_drop(data: bytes) -> DropRecord:
-    v = _DROP.unpack_from(data)
-    at = _DROP_AT
-    return DropRecord(
-        *_head(v), _socket(v, at["sock.sk"]), *v[at["location"] : at["sk_rcvbuf"] + 1]
-    )
-
+_decode_state = _with_socket(_STATE, StateRecord, "oldstate", "fd")
+_decode_retransmit = _with_socket(_RETRANSMIT, RetransmitRecord, "state", "err")
+_decode_reset = _with_socket(_RESET, ResetRecord, "direction", "reason")
+_decode_drop = _with_socket(_DROP, DropRecord, "location", "sk_rcvbuf")
 
 _DECODERS = {
     RT_REC_RECV: (_RECV.size, _decode_recv),
@@ -605,7 +608,7 @@ def decode(data: bytes) -> KernelRecord:
         raise RecordDecodeError(f"unknown record type {kind}") from None
     if len(data) < size:
         raise RecordDecodeError(f"{RECORD_TYPE_NAMES[kind]} record of {len(data)} bytes < {size}")
-    return decode_one(data)
+    return decode_one(data)  # type: ignore[no-any-return]
 
 
 # ---- JSON form (raw-record files, test fixtures) ---------------------------------------
@@ -624,11 +627,10 @@ _NAME_OF = {cls: name for name, cls in _BY_NAME.items()}
 
 def to_json(record: KernelRecord) -> dict[str, Any]:
     out: dict[str, Any] = {"kind": _NAME_OF[type(record)]}
-    for f in fields(record):
-        value = getattr(record, f.name)
+    for name, value in record._asdict().items():
         if isinstance(value, SocketId | RxPath):
-            value = {g.name: getattr(value, g.name) for g in fields(value)}
-        out[f.name] = value
+            value = value._asdict()
+        out[name] = value
     return out
 
 
