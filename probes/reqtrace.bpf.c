@@ -409,11 +409,25 @@ static __always_inline int rt_on_driver_poll_start(void)
     return rt_on_napi_poll_end();
 }
 
+/*
+ * skb addresses are reused all the time (the kernel recycles skb memory), and not every
+ * remembered packet is claimed (pure ACKs never reach the socket code that claims them),
+ * so a stale entry could match a new packet at the same address. Every write therefore
+ * evicts older entries for the same address first, and claims refuse entries older than
+ * RT_PACKET_MAX_AGE_NS.
+ */
+#define RT_PACKET_MAX_AGE_NS 1000000000ULL
+
 static __always_inline int rt_on_netif_rx(__u64 skb)
 {
     struct rt_cpu_state *c = rt_cpu();
     if (!c)
         return 0;
+#pragma unroll
+    for (int i = 0; i < RT_PACKET_RING; i++) {
+        if (c->queued[i].skb == skb)
+            c->queued[i].skb = 0;
+    }
     __u32 slot = c->queued_next & (RT_PACKET_RING - 1);
     c->queued_next = slot + 1;
     c->queued[slot].skb = skb;
@@ -427,11 +441,17 @@ static __always_inline struct rt_packet *rt_on_netif_receive(__u64 skb)
     struct rt_cpu_state *c = rt_cpu();
     if (!c)
         return NULL;
+#pragma unroll
+    for (int i = 0; i < RT_PACKET_RING; i++) {
+        if (c->packets[i].skb == skb)
+            c->packets[i].skb = 0;
+    }
     __u32 slot = c->packet_next & (RT_PACKET_RING - 1);
     c->packet_next = slot + 1;
     struct rt_packet *p = &c->packets[slot];
+    __u64 now = bpf_ktime_get_ns();
     p->skb = skb;
-    p->netif_receive_ts = bpf_ktime_get_ns();
+    p->netif_receive_ts = now;
     p->flags = RT_RX_SKB_SEEN;
     p->netif_rx_ts = 0;
     p->hardirq_ts = 0;
@@ -449,8 +469,10 @@ static __always_inline struct rt_packet *rt_on_netif_receive(__u64 skb)
 #pragma unroll
     for (int i = 0; i < RT_PACKET_RING; i++) {
         if (c->queued[i].skb == skb) {
-            p->netif_rx_ts = c->queued[i].ts;
-            p->flags |= RT_RX_BACKLOG;
+            if (now - c->queued[i].ts < RT_PACKET_MAX_AGE_NS) {
+                p->netif_rx_ts = c->queued[i].ts;
+                p->flags |= RT_RX_BACKLOG;
+            }
             c->queued[i].skb = 0;
         }
     }
@@ -465,7 +487,8 @@ static __always_inline struct rt_packet *rt_on_netif_receive(__u64 skb)
 }
 
 /* Copy a remembered packet's receive path if `skb` is in CPU `cpu`'s ring. */
-static __always_inline int rt_claim_packet(__u32 cpu, __u64 skb, struct rt_rx_path *rx)
+static __always_inline int rt_claim_packet(__u32 cpu, __u64 skb, __u64 now,
+                                           struct rt_rx_path *rx)
 {
     struct rt_cpu_state *c = cpu_state.lookup(&cpu);
     if (!c)
@@ -473,7 +496,7 @@ static __always_inline int rt_claim_packet(__u32 cpu, __u64 skb, struct rt_rx_pa
 #pragma unroll
     for (int i = 0; i < RT_PACKET_RING; i++) {
         struct rt_packet *p = &c->packets[i];
-        if (p->skb == skb) {
+        if (p->skb == skb && now - p->netif_receive_ts < RT_PACKET_MAX_AGE_NS) {
             rx->netif_rx_ts = p->netif_rx_ts;
             rx->netif_receive_ts = p->netif_receive_ts;
             rx->poll_start_ts = p->poll_start_ts;
@@ -524,11 +547,11 @@ static __always_inline int rt_on_tcp_segment(__u64 sk, __u64 skb, __u16 lport, _
              * the packet may have been received by any CPU. */
             st->rx.flags |= RT_RX_PROCESS_CONTEXT;
             for (__u32 cpu = 0; cpu < RT_NR_CPUS; cpu++) {
-                if (rt_claim_packet(cpu, skb, &st->rx))
+                if (rt_claim_packet(cpu, skb, now, &st->rx))
                     break;
             }
         } else {
-            rt_claim_packet(here, skb, &st->rx);
+            rt_claim_packet(here, skb, now, &st->rx);
         }
     }
     st->rx.last_tcp_ts = now;

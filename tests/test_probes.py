@@ -307,3 +307,34 @@ def test_probes_detach_when_the_process_gets_sigterm() -> None:
     while any(_bpftool_has(i) for i in ids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(_bpftool_has(i) for i in ids)
+
+
+def test_receive_path_belongs_to_the_packet_that_carried_the_request(
+    tracepoint_plan: ProbePlan,
+) -> None:
+    """skb addresses are recycled constantly; a stale packet entry must never be matched.
+
+    Each read's receive path must describe a packet that arrived after the previous read
+    on that socket, and that packet went through IP/TCP within a few hundred microseconds
+    (it is processed synchronously; milliseconds would mean a different, older packet).
+    """
+    with tiny_server() as server, ProbeSession(tracepoint_plan) as probes:
+        probes.set_targets(tgids={server.pid}, ports={server.port})
+        ports = [
+            http_exchange(server.host, server.port, requests=40, pause=0.002) for _ in range(5)
+        ]
+        records = collect(probes, _closed(ports[-1]))
+    checked = 0
+    for client_port in ports:
+        recvs = [r for r in _of_connection(records, client_port) if isinstance(r, RecvRecord)]
+        previous_exit = 0
+        for recv in recvs:
+            rx = recv.rx
+            assert rx is not None
+            assert rx.netif_receive_ts > previous_exit, "receive path of an older packet"
+            if not rx.process_context:
+                assert rx.tcp_ts - rx.netif_receive_ts < 2_000_000
+                assert rx.netif_receive_ts - rx.netif_rx_ts < 2_000_000
+            previous_exit = recv.ts_ns
+            checked += 1
+    assert checked == 200

@@ -404,7 +404,7 @@ KernelRecord = (
 
 # ---- decoding --------------------------------------------------------------------------
 
-_SCALAR_FORMATS = {
+_SCALAR_FORMATS: dict[type, str] = {
     ctypes.c_uint8: "B",
     ctypes.c_uint16: "H",
     ctypes.c_uint32: "I",
@@ -425,7 +425,8 @@ def flat_format(ctype: type[ctypes.Structure]) -> tuple[str, list[str]]:
 
     def walk(structure: type[ctypes.Structure], base: int, prefix: str) -> None:
         nonlocal cursor
-        for name, field_type in structure._fields_:
+        for entry in structure._fields_:
+            name, field_type = entry[0], entry[1]  # (name, type[, bit width])
             offset = base + getattr(structure, name).offset
             if offset > cursor:
                 parts.append(f"{offset - cursor}x")

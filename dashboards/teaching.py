@@ -1,0 +1,261 @@
+"""Plain-words explanations of each stage, filled with the selected request's own numbers.
+
+The layers follow the request's path: NIC and interrupts -> TCP/IP and the socket buffer ->
+the wakeup of the server thread -> epoll and the event loop -> the recv syscall -> HTTP
+parsing -> the ASGI app -> the send syscall and the device on the way back. Each entry says
+what happened, what makes that stage slow in general, and what to look at or tune.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rich.text import Text
+
+from dashboards.render import format_duration, layer_color
+from tracer.trace_model import LAYER_OF, STAGE_SPANS, RequestTrace, Stage
+
+
+@dataclass(frozen=True)
+class Lesson:
+    title: str
+    what: Callable[[RequestTrace, Stage], str]
+    slow_when: str
+    tune: str
+
+
+def _detail(trace: RequestTrace, key: str, default: object = None) -> object:
+    return trace.details.get(key, default)
+
+
+def _us(value: object) -> str:
+    return format_duration(float(value) * 1000) if isinstance(value, int | float) else "?"
+
+
+def _nic_irq(t: RequestTrace, s: Stage) -> str:
+    irq = _detail(t, "irq")
+    return (
+        f"The network card raised interrupt {irq if irq is not None else '?'}; its handler "
+        f"scheduled the NET_RX softirq, which started {format_duration(s.duration_ns)} later "
+        "(interrupt handling plus whatever else the CPU had to finish first)."
+    )
+
+
+def _backlog(t: RequestTrace, s: Stage) -> str:
+    dev = _detail(t, "rx_dev", "a software device")
+    return (
+        f"No network card here: the packet came from {dev}, so the sending CPU put it on its "
+        f"per-CPU backlog queue (netif_rx). It waited {format_duration(s.duration_ns)} there "
+        "until the NET_RX softirq ran and picked it up."
+    )
+
+
+def _softirq(t: RequestTrace, s: Stage) -> str:
+    return (
+        "The NET_RX softirq polled the queue (NAPI) and handed the packet to the protocol "
+        f"stack (netif_receive_skb) {format_duration(s.duration_ns)} after the poll began."
+    )
+
+
+def _ip_tcp(t: RequestTrace, s: Stage) -> str:
+    segments = _detail(t, "segments", 1)
+    wnd = t.connection.rcv_wnd
+    return (
+        f"IP and TCP processed the segment (routing, netfilter, sequence checks) and queued "
+        f"its bytes on the server socket's receive buffer, then signalled it readable "
+        f"(sk_data_ready): {format_duration(s.duration_ns)}. The request came in {segments} "
+        f"segment(s); the receive window was {wnd if wnd is not None else '?'} bytes."
+    )
+
+
+def _wakeup(t: RequestTrace, s: Stage) -> str:
+    wake, queue = _detail(t, "wake_path_us"), _detail(t, "run_queue_us")
+    busy = _detail(t, "loop_busy_us")
+    if wake is not None and queue is not None:
+        split = (
+            f"waking the thread took {_us(wake)}, then it waited {_us(queue)} for a CPU "
+            "(scheduler run queue) before epoll_wait returned"
+        )
+    elif busy is not None:
+        split = (
+            f"the thread was not asleep: it was busy for {_us(busy)} after the data arrived "
+            "and only then came back to epoll_wait"
+        )
+    else:
+        split = "the thread was not asleep: it was busy and came back to epoll_wait later"
+    return (
+        f"The readable socket woke the server's event-loop thread, which sleeps in "
+        f"epoll_wait when idle: {format_duration(s.duration_ns)} in all; {split}."
+    )
+
+
+def _event_loop(t: RequestTrace, s: Stage) -> str:
+    ready = _detail(t, "epoll_ready")
+    ready_text = f"{ready} file descriptor(s) were ready; " if ready is not None else ""
+    return (
+        f"epoll_wait returned. {ready_text}the loop ran the callbacks ahead of this socket's "
+        f"before calling recv on it: {format_duration(s.duration_ns)}."
+    )
+
+
+def _recv(t: RequestTrace, s: Stage) -> str:
+    calls, size = _detail(t, "recv_calls", 1), _detail(t, "recv_bytes", "?")
+    return (
+        f"The recv syscall copied the request's bytes from the socket buffer into Python's "
+        f"memory: {format_duration(s.duration_ns)} for the first read ({calls} read(s), "
+        f"{size} bytes in all)."
+    )
+
+
+def _parse(t: RequestTrace, s: Stage) -> str:
+    return (
+        f"The server fed the bytes to httptools until the request line and headers were "
+        f"complete, then built the ASGI scope: {format_duration(s.duration_ns)}."
+    )
+
+
+def _app(t: RequestTrace, s: Stage) -> str:
+    return (
+        f"Your ASGI app handled {t.method} {t.path} (framework routing, middleware, reading "
+        f"any body, your code) until it handed the final response body to the server: "
+        f"{format_duration(s.duration_ns)}, status {t.status}."
+    )
+
+
+def _send(t: RequestTrace, s: Stage) -> str:
+    calls, dev = _detail(t, "send_calls", 1), _detail(t, "tx_dev", "")
+    device = f", and the device {dev} transmitted it" if dev else ""
+    return (
+        f"The send syscall(s) ({calls}) copied the response into the socket's send buffer; "
+        f"TCP built segments{device}: {format_duration(s.duration_ns)}."
+    )
+
+
+LESSONS: dict[str, Lesson] = {
+    "nic_irq": Lesson(
+        "NIC interrupt → softirq",
+        _nic_irq,
+        "interrupt coalescing holds packets back on purpose; the CPU taking the interrupt is "
+        "busy; interrupts of many queues land on one CPU.",
+        "ethtool -c/-C (rx-usecs, adaptive coalescing); IRQ affinity or irqbalance; spread "
+        "queues with RSS/RPS.",
+    ),
+    "backlog": Lesson(
+        "backlog queue (lo, veth)",
+        _backlog,
+        "many packets queued at once; the softirq deferred to ksoftirqd under load; RPS "
+        "moving packets to another CPU.",
+        "net.core.netdev_max_backlog and dev_weight; keep the sender and receiver off "
+        "overloaded CPUs.",
+    ),
+    "softirq": Lesson(
+        "softirq / NAPI poll",
+        _softirq,
+        "a large poll batch ahead of this packet; GRO holding segments to merge them; the "
+        "softirq running late in ksoftirqd.",
+        "net.core.netdev_budget and netdev_budget_usecs; ethtool -K gro; RPS/RFS.",
+    ),
+    "ip_tcp": Lesson(
+        "IP, TCP and the socket buffer",
+        _ip_tcp,
+        "long netfilter/nftables chains and conntrack; out-of-order segments; a full socket "
+        "buffer (memory pressure, small window).",
+        "trim firewall rules for the service port; net.ipv4.tcp_rmem; watch drops "
+        "(nstat TcpExtTCPRcvQDrop).",
+    ),
+    "wakeup": Lesson(
+        "wakeup of the server thread",
+        _wakeup,
+        "other runnable tasks on the CPU (run-queue delay); deep CPU idle states; cgroup CPU "
+        "throttling; the loop busy with other work when the data arrived.",
+        "pin or isolate the server's CPU; check throttling (cpu.stat); bcc's runqlat shows "
+        "the run-queue delay distribution.",
+    ),
+    "event_loop": Lesson(
+        "event loop: epoll → recv",
+        _event_loop,
+        "callbacks of other ready connections ran first; CPU-bound code inside the loop; "
+        "thousands of ready descriptors.",
+        "move CPU-heavy or blocking work off the loop (threads, processes); more workers.",
+    ),
+    "recv": Lesson(
+        "recv syscall",
+        _recv,
+        "large requests (copying is per byte); many small reads; page faults on fresh buffers.",
+        "larger read sizes mean fewer syscalls; avoid tiny client writes (Nagle, corking).",
+    ),
+    "parse": Lesson(
+        "HTTP parsing",
+        _parse,
+        "very large or numerous headers; pipelined requests parsed one after another; a "
+        "busy interpreter.",
+        "keep headers small; uvloop/httptools are already the fast path.",
+    ),
+    "app": Lesson(
+        "the ASGI app",
+        _app,
+        "your code, database or network calls it awaits, or a blocking call inside async "
+        "code (which stalls every other request on the loop).",
+        "profile the endpoint (py-spy, pyinstrument); move blocking calls to a thread pool; cache.",
+    ),
+    "send": Lesson(
+        "send syscall and transmit",
+        _send,
+        "large responses; a full send buffer because the client reads slowly (the loop "
+        "waits for the socket to drain); traffic shaping on the device.",
+        "net.ipv4.tcp_wmem / SO_SNDBUF; compress or stream large bodies; check the qdisc "
+        "(tc -s qdisc).",
+    ),
+}
+
+
+def explain(trace: RequestTrace, stage_name: str) -> Text:
+    """The teaching text for one stage of one request (or why it is missing)."""
+    lesson = LESSONS.get(stage_name)
+    layer = LAYER_OF.get(stage_name, "")
+    text = Text()
+    text.append(f"{stage_name}", style=f"bold {layer_color(layer)}")
+    if lesson:
+        text.append(f"  {lesson.title}", style="bold")
+    text.append(f"  [{layer}] {STAGE_SPANS.get(stage_name, '')}\n", style="dim")
+    stage = trace.stage(stage_name)
+    if stage is None:
+        # Notes read "stage[, stage]: reason"; show the reasons that name this stage.
+        missing = [
+            note.split(": ", 1)[-1]
+            for note in trace.notes
+            if stage_name in note.split(": ", 1)[0].replace(" ", "").split(",")
+        ] or ["this stage was not observed for this request"]
+        text.append("Not observed: " + "; ".join(missing) + "\n", style="italic")
+    elif lesson:
+        text.append(lesson.what(trace, stage) + "\n")
+        share = stage.duration_ns / trace.total_ns * 100 if trace.total_ns else 0
+        text.append(f"That is {share:.0f}% of this request's total.\n", style="dim")
+    if lesson:
+        text.append("Slow when: ", style="bold")
+        text.append(lesson.slow_when + "\n")
+        text.append("Look at / tune: ", style="bold")
+        text.append(lesson.tune)
+    return text
+
+
+def explain_connection(trace: RequestTrace) -> Text:
+    """The connection the request travelled on: handshake, accept queue, RTT, window."""
+    c = trace.connection
+    text = Text()
+    text.append("connection  ", style="bold")
+    parts = []
+    if c.handshake_us is not None:
+        parts.append(f"handshake {_us(c.handshake_us)} (SYN_RECV → ESTABLISHED)")
+    if c.accept_queue_us is not None:
+        parts.append(f"accept queue {_us(c.accept_queue_us)} (ESTABLISHED → accept returned)")
+    if c.srtt_us is not None:
+        parts.append(f"srtt {_us(c.srtt_us)}")
+    if c.rcv_wnd is not None:
+        parts.append(f"receive window {c.rcv_wnd:,} B")
+    if c.retransmits:
+        parts.append(f"{c.retransmits} retransmit(s)")
+    parts.append(f"request {trace.seq} on connection {trace.conn_id}")
+    text.append(" · ".join(parts))
+    return text

@@ -1,0 +1,68 @@
+"""`reqtrace export FILE --format perfetto|json -o OUT`: a recording in another shape.
+
+- perfetto: Chrome/Perfetto trace-event JSON (export_perfetto.py), for ui.perfetto.dev.
+- json: one plain JSON document {"schema", "header", "requests": [...], "footer",
+  "problems"} for tools that want the whole recording at once instead of JSON Lines.
+
+OUT "-" writes to standard output. Files are written like recordings (mode 0600, owned by
+the invoking user under sudo): they hold the same paths and headers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+from tracer.export_perfetto import perfetto_trace
+from tracer.recorder import open_private, write_all
+from tracer.recording import Recording, RecordingError, load_recording
+from tracer.trace_model import SCHEMA
+
+FORMATS = ("perfetto", "json")
+
+
+def plain_document(recording: Recording) -> dict[str, Any]:
+    """The whole recording as one JSON object."""
+    return {
+        "schema": SCHEMA,
+        "header": recording.header,
+        "requests": [trace.to_json() for trace in recording.traces],
+        "footer": recording.footer,
+        "problems": list(recording.problems),
+    }
+
+
+def run_export(path: str, fmt: str, out: str) -> int:
+    """The `reqtrace export` command; returns the exit code."""
+    if fmt not in FORMATS:
+        print(
+            f"reqtrace export: unknown format {fmt!r} (choose {', '.join(FORMATS)})",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        recording = load_recording(path)
+    except RecordingError as exc:
+        print(f"reqtrace export: {exc}", file=sys.stderr)
+        return 1
+    for problem in recording.problems:
+        print(f"reqtrace export: warning: {problem}", file=sys.stderr)
+    document = perfetto_trace(recording) if fmt == "perfetto" else plain_document(recording)
+    data = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    if out == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return 0
+    try:
+        fd = open_private(out)
+        try:
+            write_all(fd, data)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        print(f"reqtrace export: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(f"reqtrace export: wrote {len(recording.traces)} requests to {out}", file=sys.stderr)
+    return 0

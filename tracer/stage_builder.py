@@ -1,0 +1,501 @@
+"""Turn the evidence gathered for one request into its stages, notes and details.
+
+Pure functions, no state: the correlator decides WHICH records belong to a request (see
+correlator.py); this module decides WHAT they say about it.
+
+Stage definitions (from → to; DESIGN.md's stage model, with these refinements):
+
+    nic_irq     rx.hardirq_ts → rx.softirq_entry_ts, only when NET_RX was raised by a
+                hardirq (RT_RX_FROM_HARDIRQ). Never on lo/veth.
+    backlog     rx.netif_rx_ts → rx.softirq_entry_ts: the packet waited on the CPU backlog
+                (lo, veth). Only when queued by netif_rx and the softirq started after it.
+    softirq     (rx.poll_start_ts or rx.softirq_entry_ts) → rx.netif_receive_ts; for a
+                backlog packet it starts no earlier than netif_rx (a softirq already running
+                when the packet was queued did not work on it before it existed).
+    ip_tcp      rx.netif_receive_ts → rx.data_ready_ts (rx.tcp_ts when data_ready unseen).
+    wakeup      rx.data_ready_ts → epoll_exit_ts, when the loop's last epoll wait returned
+                after the data arrived. details: wake_path_us (data_ready → sched_wakeup)
+                and run_queue_us (sched_wakeup → epoll return) when the thread slept;
+                loop_busy_us (data_ready → epoll enter) when it was busy elsewhere.
+    event_loop  max(epoll_exit_ts, data_ready_ts) → recv enter.
+    recv        enter → exit of the read that delivered the request's first bytes.
+    parse       that read's exit → headers parsed (hook). Pipelined requests: from
+                max(their first byte, that read's exit).
+    app         app called → the final handoff: the last transport.write of the response
+                (its chunk timestamp), or the app's return when that came first (the
+                server then wrote the rest, e.g. an error page), or the app's return when
+                nothing was written. Work after the handoff (background tasks) is in
+                details as app_after_response_us, not in the stage.
+    send        the send syscalls that carry the response from the final handoff on:
+                first enter → last exit (including writes drained later under
+                backpressure). Sends inside the app interval (streaming) are details only.
+
+The NIC/softirq times (nic_irq, backlog, softirq, ip_tcp) are joined in BPF by skb address;
+when they cannot describe this segment (they predate the previous read, or reach TCP later
+than one softirq run can last) those four stages are left out with a note, never shown.
+
+Candidates are then chained in canonical order: a stage that would start before the
+previous one ends is clipped to that end (with a note) or dropped when nothing is left, so
+stages never overlap or go backwards whatever the input. The total runs from the first
+kernel timestamp of the request to the last send exit, falling back to hook times (with a
+note) when kernel records are missing, and always covers every stage.
+"""
+
+from __future__ import annotations
+
+from tracer.records import (
+    RT_RX_BACKLOG,
+    RT_RX_FROM_HARDIRQ,
+    RT_RX_PROCESS_CONTEXT,
+    RecvRecord,
+    RxPath,
+    SendRecord,
+)
+from tracer.server.hook_record import RequestTiming
+from tracer.trace_model import APP, EVENT_LOOP, KERNEL, SERVER, SYSCALL, Detail, Stage
+
+EAGAIN = 11
+# Longest a segment can spend from netif_receive_skb to TCP inside one NET_RX softirq run:
+# net_rx_action stops after netdev_budget_usecs (2 ms by default); 10 ms leaves room for
+# hardirqs and a raised budget. Longer means the times describe another packet.
+MAX_SOFTIRQ_SPAN_NS = 10_000_000
+KERNEL_STAGES = "nic_irq, backlog, softirq, ip_tcp, wakeup, event_loop"
+
+# Notes that do not depend on the request, built once.
+NO_RX_NOTE = (
+    f"{KERNEL_STAGES}: kernel receive path not observed (no data segment recorded on this"
+    " socket since the previous read: sent before tracing started, or records lost)"
+)
+STALE_RX_NOTE = (
+    f"{KERNEL_STAGES}: the receive path recorded predates the previous read (a retransmitted"
+    " or duplicate segment), so it does not describe this request"
+)
+NIC_IRQ_NOT_RAISED = (
+    "nic_irq: no hardware interrupt raised NET_RX for this packet (busy polling, or NET_RX"
+    " already running)"
+)
+NIC_IRQ_UNSEEN = "nic_irq: hardirq or softirq entry time not observed"
+BACKLOG_RUNNING = "backlog: the NET_RX softirq was already running when the packet was queued"
+BACKLOG_UNSEEN = "backlog: netif_rx or softirq entry time not observed"
+BACKLOG_NAPI = "backlog: not queued on a CPU backlog: the device's NAPI poll delivered it"
+SOFTIRQ_UNSEEN = "softirq: NAPI poll start or netif_receive_skb not observed for this packet"
+IP_TCP_UNSEEN = "ip_tcp: netif_receive_skb or the TCP segment not observed"
+PROCESS_CONTEXT_NOTE = (
+    "ip_tcp: TCP processed the segment later, from the socket backlog (a reader held the"
+    " socket lock)"
+)
+WAKEUP_NO_READY = "wakeup: sk_data_ready not observed for this segment"
+WAKEUP_NO_EPOLL = "wakeup: no epoll wait seen on this thread before the read"
+WAKEUP_AWAKE = (
+    "wakeup: the event loop read without waiting: its last epoll wait returned before the data"
+)
+STALE_SKB_NOTE = (
+    "nic_irq, backlog, softirq, ip_tcp: the NIC and softirq times recorded for this segment"
+    " belong to an earlier packet (a reused skb), so these stages are left out"
+)
+EVENT_LOOP_UNSEEN = "event_loop: neither the data's arrival nor an epoll return was observed"
+_software_notes: dict[str, str] = {}
+
+
+def _software_note(dev: str) -> str:
+    note = _software_notes.get(dev)
+    if note is None:
+        note = f"nic_irq: no hardware interrupt: packet came from {dev} (software device)"
+        if len(_software_notes) < 256:
+            _software_notes[dev] = note
+    return note
+
+
+class RequestEvidence:
+    """Everything the correlator attributed to one request (mutable while it gathers)."""
+
+    __slots__ = (
+        "backpressured",
+        "bytes_left",
+        "cut_short",
+        "deadline_ns",
+        "delivering_recv",
+        "eagain",
+        "first_chunk_ns",
+        "first_recv",
+        "handoff_ns",
+        "kernel_traced",
+        "pipelined_with",
+        "prev_recv",
+        "recvs",
+        "sends",
+        "sort_ts",
+        "timing",
+        "unix",
+    )
+
+    def __init__(self, timing: RequestTiming, sort_ts: int) -> None:
+        self.timing = timing
+        self.sort_ts = sort_ts  # when the hook record was released (its latest timestamp)
+        self.first_recv: RecvRecord | None = None  # the read that delivered the first bytes
+        self.delivering_recv: RecvRecord | None = None  # pipelined: the earlier request's read
+        self.pipelined_with = 0  # seq of the request whose read also delivered this one
+        self.recvs: list[RecvRecord] = []  # first read + later reads of headers and body
+        self.prev_recv: RecvRecord | None = None  # the read before the first one, if known
+        chunks = timing.chunks
+        if chunks:
+            self.first_chunk_ns, self.handoff_ns = chunks[0][0], chunks[-1][0]
+        else:
+            self.first_chunk_ns = self.handoff_ns = 0
+            if timing.response_bytes:  # sizes without write times: bound by the response
+                self.first_chunk_ns = timing.response_start_ns or timing.app_called_ns
+        self.bytes_left = max(0, timing.response_bytes)
+        self.sends: list[tuple[SendRecord, int]] = []  # (send, bytes of this response in it)
+        self.eagain = 0
+        self.backpressured = False  # a write hit a full socket buffer: drains may come late
+        self.kernel_traced = False
+        self.unix = False
+        self.cut_short = ""  # why the correlator stopped waiting for more records
+        self.deadline_ns = 0
+
+
+Timeline = tuple[int, int, tuple[Stage, ...], tuple[str, ...], dict[str, Detail], bool]
+"""start_ns, end_ns, stages, notes, details, complete (a plain tuple: built per request)."""
+
+
+def _chain(candidates: list[Stage], notes: list[str]) -> list[Stage]:
+    """The candidates in canonical order that never overlap nor go backwards.
+
+    A candidate starting before the previous stage ends is clipped to that end (noted), or
+    dropped (noted) when nothing of it is left; one ending before it starts is dropped.
+    """
+    cursor = 0
+    for stage in candidates:  # the common case: already a clean chain
+        if stage.start_ns < cursor or stage.end_ns < stage.start_ns:
+            break
+        cursor = stage.end_ns
+    else:
+        return candidates
+    stages: list[Stage] = []
+    cursor = 0
+    previous = ""
+    for stage in candidates:
+        name, start, end = stage.name, stage.start_ns, stage.end_ns
+        if end < start:
+            notes.append(f"{name}: its end came before its start (inconsistent timestamps)")
+            continue
+        if start < cursor:
+            if end <= cursor:
+                notes.append(f"{name}: lies within {previous} (timestamps out of order)")
+                continue
+            notes.append(f"{name}: started before {previous} ended; counted from there")
+            stage = Stage(name, stage.layer, cursor, end)
+        stages.append(stage)
+        cursor = end
+        previous = name
+    return stages
+
+
+def build_timeline(ev: RequestEvidence) -> Timeline:
+    """Stages, notes, details and completeness of one request from its evidence."""
+    timing = ev.timing
+    notes: list[str] = []
+    details: dict[str, Detail] = {}
+    candidates: list[Stage] = []  # candidates, in canonical order
+    complete = True
+    start = 0  # the first kernel timestamp of the request
+    recv = ev.first_recv
+
+    if ev.pipelined_with:
+        notes.append(
+            f"pipelined: arrived in the same read as request {ev.pipelined_with} of this"
+            " connection; its kernel and recv stages belong to that request"
+        )
+    elif recv is None:
+        complete = ev.unix
+        notes.append(f"{KERNEL_STAGES}, recv: {_no_recv_reason(ev)}")
+    else:
+        start, complete = _kernel_stages(recv, ev.prev_recv, candidates, notes, details)
+        if not start or recv.enter_ts < start:
+            start = recv.enter_ts
+        candidates.append(Stage("recv", SYSCALL, recv.enter_ts, recv.ts_ns))
+        _recv_details(ev.recvs, timing.headers_done_ns, details)
+
+    # parse
+    if recv is not None:
+        parse_start = recv.ts_ns
+    elif ev.delivering_recv is not None:
+        parse_start = max(timing.first_byte_ns, ev.delivering_recv.ts_ns)
+    else:
+        parse_start = timing.first_byte_ns
+    if not timing.headers_done_ns:
+        notes.append(f"parse: the request headers never completed (outcome {timing.outcome})")
+    elif not parse_start:
+        notes.append("parse: the first byte of the request was not observed")
+    else:
+        candidates.append(Stage("parse", SERVER, parse_start, timing.headers_done_ns))
+
+    # app
+    handoff, returned = ev.handoff_ns, timing.app_returned_ns
+    if handoff and (not returned or handoff <= returned):
+        app_end = handoff
+    else:
+        app_end = returned or timing.response_done_ns
+    if returned > handoff > 0:
+        details["app_after_response_us"] = (returned - handoff) / 1000
+    if not timing.app_called_ns:
+        notes.append(f"app: the app was not called (outcome {timing.outcome})")
+    elif not app_end:
+        notes.append("app: the app never handed a response over nor returned")
+    else:
+        candidates.append(Stage("app", APP, timing.app_called_ns, app_end))
+
+    if not _send_stage(ev, handoff or app_end, candidates, notes, details):
+        complete = False
+
+    stages = _chain(candidates, notes)
+    if not start:
+        if ev.delivering_recv is not None:
+            start = ev.delivering_recv.ts_ns
+        else:
+            start = timing.first_byte_ns
+            if not ev.unix:
+                notes.append("total: starts at the server's first byte (no kernel receive record)")
+    end = 0
+    for send, _ in ev.sends:
+        if send.ts_ns > end:
+            end = send.ts_ns
+    if not end:
+        end = timing.response_done_ns or timing.app_returned_ns or timing.headers_done_ns
+        if timing.response_bytes and not ev.unix:
+            notes.append("total: ends at the server's last handoff (no send record)")
+    if stages:
+        first, last = stages[0].start_ns, stages[-1].end_ns
+        if not start or first < start:
+            start = first
+        if last > end:
+            end = last
+    if not start or end < start:
+        start = start or end
+        end = max(end, start)
+
+    if ev.cut_short:
+        complete = False
+        notes.append(ev.cut_short)
+    return start, end, tuple(stages), tuple(notes), details, complete
+
+
+def _no_recv_reason(ev: RequestEvidence) -> str:
+    if ev.unix:
+        return "unix socket: the kernel probes follow TCP only"
+    if not ev.kernel_traced:
+        return "no kernel records for this connection (opened before tracing, or records lost)"
+    return "no recv record delivered this request's first bytes (records lost?)"
+
+
+def _kernel_stages(
+    recv: RecvRecord,
+    previous: RecvRecord | None,
+    candidates: list[Stage],
+    notes: list[str],
+    details: dict[str, Detail],
+) -> tuple[int, bool]:
+    """Add the kernel and event-loop stages of the first read. Returns the earliest kernel
+    timestamp that describes the request (0 when unknown) and whether the receive path
+    was observed whole."""
+    rx = recv.rx
+    if rx is None:
+        notes.append(NO_RX_NOTE)
+        return 0, False
+    if previous is not None and 0 < rx.tcp_ts < previous.ts_ns:
+        notes.append(STALE_RX_NOTE)
+        return 0, False
+    exit_ts = recv.ts_ns
+    # A timestamp after the read returned cannot describe the data it returned.
+    tcp = rx.tcp_ts if rx.tcp_ts <= exit_ts else 0
+    ready = rx.data_ready_ts if rx.data_ready_ts <= exit_ts else 0
+    tcp_end = ready or tcp  # when the segment was queued on the socket
+    earliest = tcp or ready
+    whole = not _skb_path_is_stale(rx, previous)
+    if not whole:
+        notes.append(STALE_SKB_NOTE)
+    else:
+        earliest = _skb_stages(rx, exit_ts, tcp_end, earliest, candidates, notes, details)
+    if rx.flags & RT_RX_PROCESS_CONTEXT:
+        notes.append(PROCESS_CONTEXT_NOTE)
+
+    epoll_exit = recv.epoll_exit_ts if recv.epoll_exit_ts <= recv.enter_ts else 0
+    if ready and epoll_exit >= ready:
+        candidates.append(Stage("wakeup", KERNEL, ready, epoll_exit))
+        woken = recv.wakeup_ts
+        if woken and ready <= woken <= epoll_exit:
+            details["wake_path_us"] = (woken - ready) / 1000
+            details["run_queue_us"] = (epoll_exit - woken) / 1000
+            details["waker_cpu"] = recv.waker_cpu
+        elif recv.epoll_enter_ts >= ready:
+            details["loop_busy_us"] = (recv.epoll_enter_ts - ready) / 1000
+        details["epoll_ready"] = recv.epoll_ready
+    else:
+        notes.append(
+            WAKEUP_NO_READY if not ready else WAKEUP_NO_EPOLL if not epoll_exit else WAKEUP_AWAKE
+        )
+
+    loop_start = max(epoll_exit, tcp_end)
+    if loop_start:
+        candidates.append(Stage("event_loop", EVENT_LOOP, loop_start, recv.enter_ts))
+    else:
+        notes.append(EVENT_LOOP_UNSEEN)
+
+    details["rx_dev"] = rx.dev
+    details["rx_cpu"] = rx.rx_cpu
+    return earliest, whole and earliest > 0
+
+
+def _skb_path_is_stale(rx: RxPath, previous: RecvRecord | None) -> bool:
+    """Whether the NIC/softirq times joined to this segment belong to another packet.
+
+    They are joined in BPF by skb address, and an address reused for another packet can
+    carry an earlier packet's times. Two checks, both impossible for the segment's own:
+    its path through the stack before the previous read on the socket even started (it
+    would then have been that read's data), or a gap from netif_receive_skb to TCP longer
+    than one NET_RX softirq run can last when TCP processed it in that softirq.
+    """
+    # The earliest joined time: they come in this order along the receive path.
+    first = rx.hardirq_ts or rx.netif_rx_ts or rx.softirq_entry_ts or rx.netif_receive_ts
+    if previous is not None and 0 < first < previous.enter_ts:
+        return True
+    receive, tcp = rx.netif_receive_ts, rx.tcp_ts
+    return (
+        tcp - receive > MAX_SOFTIRQ_SPAN_NS and receive > 0 and not rx.flags & RT_RX_PROCESS_CONTEXT
+    )
+
+
+def _skb_stages(
+    rx: RxPath,
+    exit_ts: int,
+    tcp_end: int,
+    earliest: int,
+    candidates: list[Stage],
+    notes: list[str],
+    details: dict[str, Detail],
+) -> int:
+    """nic_irq, backlog, softirq and ip_tcp; returns the earliest timestamp they add."""
+    hardirq = rx.hardirq_ts if rx.hardirq_ts <= exit_ts else 0
+    entry = rx.softirq_entry_ts if rx.softirq_entry_ts <= exit_ts else 0
+    poll = rx.poll_start_ts if rx.poll_start_ts <= exit_ts else 0
+    netif_rx = rx.netif_rx_ts if rx.netif_rx_ts <= exit_ts else 0
+    receive = rx.netif_receive_ts if rx.netif_receive_ts <= exit_ts else 0
+    from_hardirq = rx.flags & RT_RX_FROM_HARDIRQ
+    via_backlog = rx.flags & RT_RX_BACKLOG
+
+    if from_hardirq and hardirq and entry:
+        candidates.append(Stage("nic_irq", KERNEL, hardirq, entry))
+        details["irq"] = rx.irq
+        earliest = hardirq
+    elif via_backlog or rx.dev == "lo" or rx.dev.startswith("veth"):
+        notes.append(_software_note(rx.dev or "a software device"))
+    elif not from_hardirq:
+        notes.append(NIC_IRQ_NOT_RAISED)
+    else:
+        notes.append(NIC_IRQ_UNSEEN)
+
+    if not via_backlog:
+        notes.append(BACKLOG_NAPI)
+    elif netif_rx and entry >= netif_rx:
+        candidates.append(Stage("backlog", KERNEL, netif_rx, entry))
+        earliest = netif_rx
+    else:
+        notes.append(BACKLOG_RUNNING if netif_rx and entry else BACKLOG_UNSEEN)
+
+    softirq_start = poll or entry
+    if via_backlog and netif_rx > softirq_start:
+        softirq_start = netif_rx  # the packet was queued while this softirq already ran
+    if softirq_start and receive:
+        candidates.append(Stage("softirq", KERNEL, softirq_start, receive))
+        if softirq_start < earliest or not earliest:
+            earliest = softirq_start
+    else:
+        notes.append(SOFTIRQ_UNSEEN)
+
+    if receive and tcp_end:
+        candidates.append(Stage("ip_tcp", KERNEL, receive, tcp_end))
+        if receive < earliest or not earliest:
+            earliest = receive
+    else:
+        notes.append(IP_TCP_UNSEEN)
+    return earliest
+
+
+def _recv_details(recvs: list[RecvRecord], headers_done: int, details: dict[str, Detail]) -> None:
+    first = recvs[0]
+    if len(recvs) == 1:
+        details["recv_calls"] = 1
+        details["recv_bytes"] = first.ret
+        details["recv_time_us"] = (first.ts_ns - first.enter_ts) / 1000
+        details["segments"] = first.rx.segments if first.rx is not None else 0
+        return
+    details["recv_calls"] = len(recvs)
+    details["recv_bytes"] = sum(r.ret for r in recvs)
+    details["recv_time_us"] = sum(r.ts_ns - r.enter_ts for r in recvs) / 1000
+    details["segments"] = sum(r.rx.segments for r in recvs if r.rx is not None)
+    header_reads = sum(1 for r in recvs[1:] if not headers_done or r.ts_ns <= headers_done)
+    if header_reads:
+        details["header_recv_calls"] = header_reads
+    if len(recvs) - 1 > header_reads:
+        details["body_recv_calls"] = len(recvs) - 1 - header_reads
+
+
+def _send_stage(
+    ev: RequestEvidence,
+    handoff: int,
+    candidates: list[Stage],
+    notes: list[str],
+    details: dict[str, Detail],
+) -> bool:
+    """Add the send stage and the send details; False if response bytes went unseen."""
+    timing = ev.timing
+    sends = ev.sends
+    response_bytes = timing.response_bytes
+    final_start = final_end = 0
+    if sends:
+        calls = streaming_calls = xmits = time_ns = taken_bytes = streaming_bytes = 0
+        for send, taken in sends:
+            calls += 1
+            taken_bytes += taken
+            time_ns += send.ts_ns - send.enter_ts
+            xmits += send.xmit_count
+            if send.enter_ts < handoff:
+                streaming_calls += 1
+                streaming_bytes += taken
+            else:
+                if not final_start:
+                    final_start = send.enter_ts
+                if send.ts_ns > final_end:
+                    final_end = send.ts_ns
+        details["send_calls"] = calls
+        details["send_bytes"] = taken_bytes
+        details["send_time_us"] = time_ns / 1000
+        details["xmit_count"] = xmits
+        if streaming_calls:
+            details["streaming_send_calls"] = streaming_calls
+            details["streaming_send_bytes"] = streaming_bytes
+    if ev.eagain:
+        details["eagain"] = ev.eagain
+    details["response_bytes"] = response_bytes
+    if timing.request_body_bytes:
+        details["request_body_bytes"] = timing.request_body_bytes
+
+    if final_start:
+        candidates.append(Stage("send", SYSCALL, final_start, final_end))
+    elif not response_bytes:
+        notes.append(f"send: no response bytes were written ({timing.outcome})")
+    elif ev.unix:
+        notes.append("send: unix socket")
+    elif not ev.kernel_traced:
+        notes.append("send: no kernel records for this connection")
+    elif sends:
+        notes.append("send: no send syscall recorded after the final handoff")
+    else:
+        notes.append("send: no send record for the response (records lost?)")
+
+    if ev.bytes_left and response_bytes and ev.kernel_traced and not ev.unix:
+        seen = response_bytes - ev.bytes_left
+        notes.append(f"send: {seen} of {response_bytes} response bytes seen in send records")
+        details["response_bytes_unseen"] = ev.bytes_left
+        return False
+    return True

@@ -1,0 +1,378 @@
+"""The trace model: what one HTTP request's timeline is, and its JSON form.
+
+A `RequestTrace` is the correlator's output and the unit every sink consumes: the recorder
+writes one per line, the report aggregates them, the dashboard and the exporters draw them.
+It is a frozen value: once the correlator has emitted a trace nothing changes it.
+
+Stages follow the stage model of DESIGN.md. `STAGE_LAYERS` is the canonical, ordered list
+(names are a contract: stages may be added, never renamed). Stages of one request never
+overlap and never go backwards; a stage is present only when both its ends were observed,
+otherwise the trace carries a note saying why it is missing.
+
+Timestamps are CLOCK_MONOTONIC nanoseconds, the clock of bpf_ktime_get_ns() and of the
+server hooks. JSON keeps them as integers so nothing is lost to float rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA = "reqtrace.trace/1"
+
+KERNEL = "kernel"
+EVENT_LOOP = "event loop"
+SYSCALL = "syscall"
+SERVER = "server"
+APP = "app"
+
+STAGE_LAYERS: tuple[tuple[str, str], ...] = (
+    ("nic_irq", KERNEL),
+    ("backlog", KERNEL),
+    ("softirq", KERNEL),
+    ("ip_tcp", KERNEL),
+    ("wakeup", KERNEL),
+    ("event_loop", EVENT_LOOP),
+    ("recv", SYSCALL),
+    ("parse", SERVER),
+    ("app", APP),
+    ("send", SYSCALL),
+)
+"""Every stage a request can have, in timeline order, with the layer it belongs to."""
+
+STAGE_NAMES: tuple[str, ...] = tuple(name for name, _ in STAGE_LAYERS)
+LAYER_OF: dict[str, str] = dict(STAGE_LAYERS)
+
+STAGE_SPANS: dict[str, str] = {
+    "nic_irq": "NIC hardirq → NET_RX softirq entry",
+    "backlog": "queued on the CPU backlog (lo, veth) → NET_RX softirq entry",
+    "softirq": "softirq/NAPI poll start → netif_receive_skb",
+    "ip_tcp": "netif_receive_skb → segment queued on the socket (sk_data_ready)",
+    "wakeup": "sk_data_ready → the server thread's epoll wait returns",
+    "event_loop": "epoll return → recv syscall enter on that fd",
+    "recv": "recv syscall enter → exit (copy to user space)",
+    "parse": "recv exit → request headers parsed",
+    "app": "ASGI app called → final response body handed to the server",
+    "send": "send syscall(s) enter → exit (copy to kernel, TCP out, device xmit)",
+}
+"""What each stage measures, from → to (for reports, exports and the dashboard's help)."""
+
+REQUIRED_REQUEST_KEYS = (
+    "id",
+    "method",
+    "path",
+    "status",
+    "client",
+    "server",
+    "start_ns",
+    "end_ns",
+    "complete",
+    "stages",
+    "notes",
+)
+
+Detail = int | float | str
+
+
+# _FAST_INIT: Stage, ConnectionFacts and RequestTrace write their __init__ out instead of
+# letting dataclass generate it. They are built on the correlator's hot path (one trace,
+# one set of facts and ~10 stages per request), and binding object.__setattr__ once per
+# call makes construction ~40% cheaper than the generated frozen __init__, which looks it
+# up again for every field.
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class Stage:
+    """One step of a request's timeline; both ends were observed."""
+
+    name: str
+    layer: str
+    start_ns: int
+    end_ns: int
+
+    def __init__(self, name: str, layer: str, start_ns: int, end_ns: int) -> None:
+        # Written out (see _FAST_INIT): the correlator builds ~10 stages per request.
+        set_ = object.__setattr__
+        set_(self, "name", name)
+        set_(self, "layer", layer)
+        set_(self, "start_ns", start_ns)
+        set_(self, "end_ns", end_ns)
+
+    @property
+    def duration_ns(self) -> int:
+        return self.end_ns - self.start_ns
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "layer": self.layer,
+            "start_ns": self.start_ns,
+            "end_ns": self.end_ns,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Stage:
+        name = _text(data, "name")
+        layer = data.get("layer", LAYER_OF.get(name, ""))
+        return cls(name, str(layer), _integer(data, "start_ns"), _integer(data, "end_ns"))
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class ConnectionFacts:
+    """What is known about the TCP connection a request travelled on, when it completed.
+
+    None means "not observed" (the connection predates tracing, or records were lost).
+    Counters cover the whole connection so far; the request's own share is in its details.
+    """
+
+    handshake_us: float | None  # child socket SYN_RECV -> ESTABLISHED
+    accept_queue_us: float | None  # ESTABLISHED -> accept() returned it
+    established_ns: int
+    accepted_ns: int
+    srtt_us: int | None  # smoothed RTT at the latest received segment
+    rcv_wnd: int | None
+    snd_wnd: int | None
+    retransmits: int
+    resets: int
+    drops: int
+    requests_served: int  # requests completed on this connection, this one included
+    closed_by: str  # "client" | "server" once one side sent its FIN
+
+    def __init__(
+        self,
+        handshake_us: float | None = None,
+        accept_queue_us: float | None = None,
+        established_ns: int = 0,
+        accepted_ns: int = 0,
+        srtt_us: int | None = None,
+        rcv_wnd: int | None = None,
+        snd_wnd: int | None = None,
+        retransmits: int = 0,
+        resets: int = 0,
+        drops: int = 0,
+        requests_served: int = 0,
+        closed_by: str = "",
+    ) -> None:
+        # Written out (see _FAST_INIT): one per request on the correlator's hot path.
+        set_ = object.__setattr__
+        set_(self, "handshake_us", handshake_us)
+        set_(self, "accept_queue_us", accept_queue_us)
+        set_(self, "established_ns", established_ns)
+        set_(self, "accepted_ns", accepted_ns)
+        set_(self, "srtt_us", srtt_us)
+        set_(self, "rcv_wnd", rcv_wnd)
+        set_(self, "snd_wnd", snd_wnd)
+        set_(self, "retransmits", retransmits)
+        set_(self, "resets", resets)
+        set_(self, "drops", drops)
+        set_(self, "requests_served", requests_served)
+        set_(self, "closed_by", closed_by)
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ConnectionFacts:
+        known = {name: data[name] for name in cls.__slots__ if name in data}
+        return cls(**known)
+
+
+_NO_FACTS = ConnectionFacts()
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class RequestTrace:
+    """One HTTP request from the first kernel timestamp to the last send syscall exit.
+
+    `details` holds extra numbers (recv/send call counts, wake-up split, ...) keyed by name;
+    treat it as read-only. `headers` are the request headers the server captured (values of
+    credentials are redacted by the recorder, not here).
+    """
+
+    id: int
+    pid: int
+    fd: int
+    conn_id: int
+    seq: int
+    method: str
+    path: str
+    status: int
+    client: tuple[str, int]
+    server: tuple[str, int]
+    start_ns: int
+    end_ns: int
+    complete: bool
+    stages: tuple[Stage, ...]
+    notes: tuple[str, ...] = ()
+    connection: ConnectionFacts = _NO_FACTS
+    details: Mapping[str, Detail] = field(default_factory=dict)
+    tid: int = 0
+    query: str = ""
+    http_version: str = ""
+    outcome: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def __init__(
+        self,
+        id: int,
+        pid: int,
+        fd: int,
+        conn_id: int,
+        seq: int,
+        method: str,
+        path: str,
+        status: int,
+        client: tuple[str, int],
+        server: tuple[str, int],
+        start_ns: int,
+        end_ns: int,
+        complete: bool,
+        stages: tuple[Stage, ...],
+        notes: tuple[str, ...] = (),
+        connection: ConnectionFacts = _NO_FACTS,
+        details: Mapping[str, Detail] | None = None,
+        tid: int = 0,
+        query: str = "",
+        http_version: str = "",
+        outcome: str = "",
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        # Written out (see _FAST_INIT): one per request on the correlator's hot path.
+        set_ = object.__setattr__
+        set_(self, "id", id)
+        set_(self, "pid", pid)
+        set_(self, "fd", fd)
+        set_(self, "conn_id", conn_id)
+        set_(self, "seq", seq)
+        set_(self, "method", method)
+        set_(self, "path", path)
+        set_(self, "status", status)
+        set_(self, "client", client)
+        set_(self, "server", server)
+        set_(self, "start_ns", start_ns)
+        set_(self, "end_ns", end_ns)
+        set_(self, "complete", complete)
+        set_(self, "stages", stages)
+        set_(self, "notes", notes)
+        set_(self, "connection", connection)
+        set_(self, "details", {} if details is None else details)
+        set_(self, "tid", tid)
+        set_(self, "query", query)
+        set_(self, "http_version", http_version)
+        set_(self, "outcome", outcome)
+        set_(self, "headers", headers)
+
+    @property
+    def total_ns(self) -> int:
+        return self.end_ns - self.start_ns
+
+    def stage(self, name: str) -> Stage | None:
+        """The stage called `name`, or None when it was not observed."""
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        return None
+
+    def dominant_stage(self) -> Stage | None:
+        """The longest stage (the first one on ties), or None when no stage was observed."""
+        best: Stage | None = None
+        for stage in self.stages:
+            if best is None or stage.duration_ns > best.duration_ns:
+                best = stage
+        return best
+
+    def to_json(self) -> dict[str, Any]:
+        """The recording's request line (DESIGN.md), plus this model's extra keys."""
+        out: dict[str, Any] = {
+            "type": "request",
+            "id": self.id,
+            "method": self.method,
+            "path": self.path,
+            "status": self.status,
+            "client": [self.client[0], self.client[1]],
+            "server": [self.server[0], self.server[1]],
+            "start_ns": self.start_ns,
+            "end_ns": self.end_ns,
+            "complete": self.complete,
+            "stages": [stage.to_json() for stage in self.stages],
+            "notes": list(self.notes),
+            "pid": self.pid,
+            "tid": self.tid,
+            "fd": self.fd,
+            "conn_id": self.conn_id,
+            "seq": self.seq,
+            "query": self.query,
+            "http_version": self.http_version,
+            "outcome": self.outcome,
+            "connection": self.connection.to_json(),
+            "details": dict(self.details),
+        }
+        if self.headers:
+            out["headers"] = [[name, value] for name, value in self.headers]
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RequestTrace:
+        """Rebuild a trace from its JSON line; raises ValueError naming what is wrong."""
+        missing = [key for key in REQUIRED_REQUEST_KEYS if key not in data]
+        if missing:
+            raise ValueError(f"request without {', '.join(missing)}")
+        stages = data["stages"]
+        notes = data["notes"]
+        if not isinstance(stages, list) or not isinstance(notes, list):
+            raise ValueError("stages and notes must be lists")
+        connection = data.get("connection") or {}
+        details = data.get("details") or {}
+        headers = data.get("headers") or []
+        if not isinstance(connection, dict) or not isinstance(details, dict):
+            raise ValueError("connection and details must be objects")
+        try:
+            return cls(
+                id=_integer(data, "id"),
+                pid=int(data.get("pid", 0)),
+                fd=int(data.get("fd", -1)),
+                conn_id=int(data.get("conn_id", 0)),
+                seq=int(data.get("seq", 0)),
+                method=str(data["method"]),
+                path=str(data["path"]),
+                status=int(data["status"]),
+                client=_endpoint(data["client"]),
+                server=_endpoint(data["server"]),
+                start_ns=_integer(data, "start_ns"),
+                end_ns=_integer(data, "end_ns"),
+                complete=bool(data["complete"]),
+                stages=tuple(Stage.from_json(stage) for stage in stages),
+                notes=tuple(str(note) for note in notes),
+                connection=ConnectionFacts.from_json(connection),
+                details=dict(details),
+                tid=int(data.get("tid", 0)),
+                query=str(data.get("query", "")),
+                http_version=str(data.get("http_version", "")),
+                outcome=str(data.get("outcome", "")),
+                headers=tuple((str(name), str(value)) for name, value in headers),
+            )
+        except KeyError as exc:
+            raise ValueError(f"a stage without {exc.args[0]}") from None
+        except (TypeError, AttributeError) as exc:
+            raise ValueError(f"malformed request: {exc}") from None
+
+
+def _integer(data: Mapping[str, Any], key: str) -> int:
+    value = data[key]
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{key} must be an integer, got {value!r}")
+    return value
+
+
+def _text(data: Mapping[str, Any], key: str) -> str:
+    value = data[key]
+    if not isinstance(value, str):
+        raise ValueError(f"{key} must be a string, got {value!r}")
+    return value
+
+
+def _endpoint(value: Any) -> tuple[str, int]:
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise ValueError(f"an address must be [ip, port], got {value!r}")
+    return str(value[0]), int(value[1])
