@@ -132,6 +132,7 @@ class ReqtraceApp(App[None]):
             self.paused,
             requests.follow,
             self.pending_while_paused,
+            self.store.total_seen,
         )
         self.query_one("#header", Static).update(text)
 

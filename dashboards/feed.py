@@ -88,6 +88,10 @@ class LiveFeed(TraceFeed):
         self._dropped = 0
         self._status_probe = status_probe or FeedStatus
 
+    def set_status_probe(self, probe: Callable[[], FeedStatus]) -> None:
+        """Where status() gets its numbers (set once, before the UI starts)."""
+        self._status_probe = probe
+
     def put(self, traces: Iterable[RequestTrace]) -> None:
         with self._lock:
             for trace in traces:

@@ -26,7 +26,7 @@ LAYER_STYLES: dict[str, str] = {
     "app": "#ff875f",
 }
 LAYER_ORDER: tuple[str, ...] = ("kernel", "syscall", "event loop", "server", "app")
-BAR_BACKGROUND = "#303030"
+BAR_BACKGROUND = "#1c1c1c"
 
 
 class StageLike(Protocol):
@@ -42,19 +42,6 @@ class StageLike(Protocol):
 
 def layer_color(layer: str) -> str:
     return LAYER_STYLES.get(layer, "white")
-
-
-def format_duration(ns: float) -> str:
-    """A duration for people: µs below 10 ms, then ms, then s; 3 significant-ish digits."""
-    us = ns / 1000
-    if us < 1:
-        return "<1 µs" if ns > 0 else "0 µs"
-    if us < 10_000:
-        return f"{us:,.0f} µs"
-    ms = us / 1000
-    if ms < 10_000:
-        return f"{ms:,.1f} ms" if ms < 100 else f"{ms:,.0f} ms"
-    return f"{ms / 1000:,.1f} s"
 
 
 def bar_cells(

@@ -10,9 +10,10 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Static
 
-from dashboards.render import format_duration, layer_color
+from dashboards.render import layer_color
 from dashboards.trace_store import TraceStore
 from tracer.trace_model import LAYER_OF, STAGE_NAMES, STAGE_SPANS
+from tracer.units import format_duration
 
 HELP = """\
 [b]reqtrace dashboard keys[/b]

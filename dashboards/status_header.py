@@ -7,6 +7,7 @@ from rich.text import Text
 from dashboards.feed import FeedStatus, RunInfo
 from dashboards.render import LAYER_ORDER, layer_color, sparkline
 from probes.catalog import POINTS_BY_NAME
+from tracer.units import format_bytes
 
 
 def coverage_text(coverage: dict[str, str]) -> Text:
@@ -28,14 +29,6 @@ def coverage_text(coverage: dict[str, str]) -> Text:
     return text
 
 
-def _size(value: int | None) -> str:
-    if value is None:
-        return "?"
-    if value >= 1 << 20:
-        return f"{value / (1 << 20):.1f} MiB"
-    return f"{value // 1024} KiB"
-
-
 def header_lines(
     info: RunInfo,
     status: FeedStatus,
@@ -43,6 +36,7 @@ def header_lines(
     paused: bool,
     follow: bool,
     pending: int,
+    total: int = 0,
 ) -> Text:
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append(" reqtrace ", "bold reverse #5fafff")
@@ -61,9 +55,13 @@ def header_lines(
         text.append("probes ", "grey70")
         text.append_text(coverage_text(info.coverage))
         text.append("  ")
-    rate = rates[-2] if len(rates) >= 2 else (rates[-1] if rates else 0.0)
-    text.append_text(sparkline(rates, 20))
-    text.append(f" {rate:,.0f} req/s", "bold")
+    if info.live:
+        # The last complete second (the current one is still filling).
+        rate = rates[-2] if len(rates) >= 2 else (rates[-1] if rates else 0.0)
+        text.append_text(sparkline(rates, 20))
+        text.append(f" {rate:,.0f} req/s", "bold")
+    else:
+        text.append(f"{total:,} requests", "bold")
     lost_style = "bold red" if status.lost_records else "grey70"
     text.append(f"  lost {status.lost_records:,}", lost_style)
     if status.dropped_for_display:
@@ -72,7 +70,9 @@ def header_lines(
         limit = f"/{status.fd_limit:,}" if status.fd_limit else ""
         text.append(f"  fds {status.open_fds:,}{limit}", "grey70")
     if status.rcvbuf is not None or status.sndbuf is not None:
-        text.append(f"  rcvbuf {_size(status.rcvbuf)} sndbuf {_size(status.sndbuf)}", "grey70")
+        text.append(
+            f"  rcvbuf {format_bytes(status.rcvbuf)} sndbuf {format_bytes(status.sndbuf)}", "grey70"
+        )
     if paused:
         text.append(f"  PAUSED (+{pending:,} new)", "bold reverse yellow")
     elif follow:

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 from rich.text import Text
 
-from dashboards.render import format_duration, layer_color
+from dashboards.render import layer_color
 from tracer.trace_model import LAYER_OF, STAGE_SPANS, RequestTrace, Stage
+from tracer.units import format_duration
 
 
 @dataclass(frozen=True)

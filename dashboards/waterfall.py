@@ -15,9 +15,10 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from dashboards.render import bar_cells, format_duration, layer_color
+from dashboards.render import bar_cells, layer_color
 from dashboards.teaching import explain_connection
 from tracer.trace_model import STAGE_LAYERS, RequestTrace
+from tracer.units import format_duration
 
 LAYER_W, STAGE_W, DURATION_W = 11, 11, 10
 

@@ -61,11 +61,10 @@ RAW_TRACEPOINT_PROBE(net_dev_xmit)
 #endif
 
 #if RT_TCP_RETRANSMIT == RT_MECH_RAW_TRACEPOINT
-/* TP_PROTO(const struct sock *sk, const struct sk_buff *skb, int err) */
-RAW_TRACEPOINT_PROBE(tcp_retransmit_skb)
-{
-    return rt_on_retransmit_known(ctx->args[0], (int)ctx->args[2]);
-}
+/* TP_PROTO(const struct sock *sk, const struct sk_buff *skb[, int err]): err only since
+ * 6.13, and a raw tracepoint program may not read past the arguments the kernel passes
+ * (attaching fails), so only the first two are used. */
+RAW_TRACEPOINT_PROBE(tcp_retransmit_skb) { return rt_on_retransmit_known(ctx->args[0], 0); }
 #endif
 
 #if RT_TCP_RESET == RT_MECH_RAW_TRACEPOINT

@@ -121,9 +121,14 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 #if RT_TCP_RETRANSMIT == RT_MECH_TRACEPOINT
 TRACEPOINT_PROBE(tcp, tcp_retransmit_skb)
 {
-    return rt_on_retransmit((__u64)args->skaddr, args->state, args->err, args->family,
-                            args->sport, args->dport, args->saddr, args->daddr,
-                            args->saddr_v6, args->daddr_v6);
+#ifdef RT_HAS_TCP_RETRANSMIT_SKB_ERR
+    int err = args->err; /* 6.13+ */
+#else
+    int err = 0;
+#endif
+    return rt_on_retransmit((__u64)args->skaddr, args->state, err, args->family, args->sport,
+                            args->dport, args->saddr, args->daddr, args->saddr_v6,
+                            args->daddr_v6);
 }
 #endif
 

@@ -122,15 +122,20 @@ CATALOG: tuple[ProbePoint, ...] = (
                 ("netif_receive_skb", "netif_rx"),
                 gives_up="receiving device name",
             ),
+            # __netif_receive_skb sees packets one by one (the backlog of lo and veth,
+            # drivers without GRO); the GRO lists a NIC driver hands over go through
+            # __netif_receive_skb_list_core, where no per-packet function is traceable.
             Strategy(
                 "fentry",
                 ("__netif_receive_skb",),
-                gives_up="receiving device name and backlog queueing time (netif_rx)",
+                gives_up="receiving device name, backlog queueing time (netif_rx), and packets"
+                " a NIC driver delivers in GRO lists",
             ),
             Strategy(
                 "kprobe",
                 ("__netif_receive_skb",),
-                gives_up="receiving device name and backlog queueing time (netif_rx)",
+                gives_up="receiving device name, backlog queueing time (netif_rx), and packets"
+                " a NIC driver delivers in GRO lists",
             ),
         ),
     ),
@@ -351,13 +356,22 @@ CATALOG: tuple[ProbePoint, ...] = (
         strategies=(
             Strategy("tracepoint", (*_syscalls("close"), "tcp:tcp_destroy_sock")),
             Strategy("raw_tracepoint", ("sys_enter", "sys_exit", "tcp_destroy_sock")),
-            Strategy("fentry", ("tcp_close",), gives_up="fd of the socket being closed"),
-            Strategy("kprobe", ("tcp_close",), gives_up="fd of the socket being closed"),
+            # tcp_v4_destroy_sock (IPv6 too) is where tcp:tcp_destroy_sock fires; tcp_close
+            # would forget the socket at close(), before its final state change.
+            Strategy("fentry", ("tcp_v4_destroy_sock",), gives_up="fd of the socket being closed"),
+            Strategy("kprobe", ("tcp_v4_destroy_sock",), gives_up="fd of the socket being closed"),
         ),
     ),
 )
 
 POINTS_BY_NAME: dict[str, ProbePoint] = {p.name: p for p in CATALOG}
+
+# Tracepoint fields the adapters use when the running kernel has them and do without
+# otherwise (older kernels lack them). The loader defines RT_HAS_<EVENT>_<FIELD> for each
+# one present (tracer/bpf_program.py), so the adapter compiles either way.
+OPTIONAL_FIELDS: dict[str, tuple[str, ...]] = {
+    "tcp:tcp_retransmit_skb": ("err",),
+}
 
 # Tracepoint fields the tracepoint adapters (probes/adapters_tracepoint.h) read.
 REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
@@ -398,7 +412,7 @@ REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
         "saddr_v6",
         "daddr_v6",
     ),
-    "tcp:tcp_retransmit_skb": ("skaddr", "state", "err", "sport", "dport", "family"),
+    "tcp:tcp_retransmit_skb": ("skaddr", "state", "sport", "dport", "family"),
     "tcp:tcp_send_reset": ("skaddr", "state", "reason"),
     "tcp:tcp_receive_reset": ("skaddr",),
     "skb:kfree_skb": ("rx_sk", "reason", "location"),

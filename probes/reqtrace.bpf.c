@@ -527,7 +527,9 @@ static __always_inline int rt_on_tcp_segment(__u64 sk, __u64 skb, __u16 lport, _
     if (!st)
         return 0;
     __u64 now = bpf_ktime_get_ns();
-    if (!st->sock.lport) {
+    /* Fill the identity, or refresh it: some kernels (6.12) announce a child socket in
+     * SYN_RECV while it still carries the listener's addresses (remote port 0). */
+    if (!st->sock.lport || !st->sock.rport) {
         st->sock.lport = lport;
         st->sock.rport = rport;
         rt_sockaddr_to(st->sock.laddr, &st->sock.family, saddr);
@@ -830,7 +832,8 @@ static __always_inline int rt_on_state(__u64 sk, int oldstate, int newstate, __u
         e->sock.cookie = st->sock.cookie;
         if (newstate == RT_TCP_ESTABLISHED)
             e->syn_recv_ts = st->syn_recv_ts;
-        if (!st->sock.lport)
+        /* At ESTABLISHED the addresses are final (see rt_on_tcp_segment). */
+        if (!st->sock.lport || !st->sock.rport || newstate == RT_TCP_ESTABLISHED)
             rt_sock_from_v4v6(&st->sock, sk, family, lport, rport, s4, d4, s6, d6);
     }
     e->fd = rt_in_close_fd();

@@ -7,13 +7,8 @@ from dataclasses import dataclass
 
 from rich.console import Console
 
-from dashboards.render import (
-    bar_cells,
-    format_duration,
-    mini_waterfall,
-    percentile,
-    sparkline,
-)
+from dashboards.render import bar_cells, mini_waterfall, percentile, sparkline
+from tracer.units import format_duration
 
 
 @dataclass
@@ -45,7 +40,7 @@ def test_bar_starting_inside_a_cell_draws_the_gap_inverted() -> None:
     text = bar_cells(3, 16, 0, 80, 10, "red")  # starts 3/8 into cell 0, ends at cell 2
     assert text.plain[:2] == "▍█"
     first_cell_style = text.get_style_at_offset(Console(), 0)
-    assert first_cell_style.color.name == "#303030"  # background colour in front: inverted
+    assert first_cell_style.color.name == "#1c1c1c"  # background colour in front: inverted
     assert str(first_cell_style.bgcolor.name) == "red"
 
 

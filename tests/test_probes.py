@@ -315,8 +315,8 @@ def test_receive_path_belongs_to_the_packet_that_carried_the_request(
     """skb addresses are recycled constantly; a stale packet entry must never be matched.
 
     Each read's receive path must describe a packet that arrived after the previous read
-    on that socket, and that packet went through IP/TCP within a few hundred microseconds
-    (it is processed synchronously; milliseconds would mean a different, older packet).
+    on that socket, and its times must follow the packet's own path in order. (No bound on
+    the gaps: on a slow or emulated machine the softirq can run milliseconds later.)
     """
     with tiny_server() as server, ProbeSession(tracepoint_plan) as probes:
         probes.set_targets(tgids={server.pid}, ports={server.port})
@@ -332,9 +332,10 @@ def test_receive_path_belongs_to_the_packet_that_carried_the_request(
             rx = recv.rx
             assert rx is not None
             assert rx.netif_receive_ts > previous_exit, "receive path of an older packet"
-            if not rx.process_context:
-                assert rx.tcp_ts - rx.netif_receive_ts < 2_000_000
-                assert rx.netif_receive_ts - rx.netif_rx_ts < 2_000_000
+            path = [rx.netif_receive_ts, rx.tcp_ts, recv.ts_ns]
+            if rx.via_backlog:
+                path = [previous_exit + 1, rx.netif_rx_ts, rx.softirq_entry_ts, *path]
+            assert path == sorted(path), path
             previous_exit = recv.ts_ns
             checked += 1
     assert checked == 200

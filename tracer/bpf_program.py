@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from probes import PROBES_DIR, source_path
-from probes.catalog import Mechanism
+from probes.catalog import OPTIONAL_FIELDS, Mechanism
 from tracer.attach_plan import ProbePlan
 
 MECHANISM_IDS: dict[Mechanism, int] = {
@@ -40,6 +40,18 @@ def possible_cpus() -> int:
         return os.cpu_count() or 1
     highest = max(int(part.split("-")[-1]) for part in text.split(","))
     return highest + 1
+
+
+def optional_field_flags() -> list[str]:
+    """-DRT_HAS_<EVENT>_<FIELD> for each optional tracepoint field this kernel has."""
+    from tracer.attach_trials import tracepoint_fields
+
+    flags = []
+    for tracepoint, names in OPTIONAL_FIELDS.items():
+        present = tracepoint_fields(tracepoint) or set()
+        event = tracepoint.partition(":")[2].upper()
+        flags += [f"-DRT_HAS_{event}_{name.upper()}" for name in names if name in present]
+    return flags
 
 
 def program_text() -> str:
@@ -78,6 +90,7 @@ def cflags_for(plan: ProbePlan, ringbuf_pages: int = DEFAULT_RINGBUF_PAGES) -> l
                 drivers[entry.chosen].append(function)
             continue
         flags.append(f"-DRT_{name.upper()}={MECHANISM_IDS[entry.chosen]}")
+    flags += optional_field_flags()
     for mechanism, functions in drivers.items():
         if functions:
             items = " ".join(f"X({fn})" for fn in functions)
