@@ -246,6 +246,8 @@ def test_every_socket_syscall_adapter_reports_fd_and_ret_inside_vm(
 def _harness_unavailable() -> str:
     if os.environ.get("REQTRACE_KERNEL_VM"):
         return "already inside scripts/kernel_vm"
+    if os.environ.get("REQTRACE_RUN_KERNEL_VM") != "1":
+        return "opt-in (boots a 6.12 kernel under qemu, ~5 min): set REQTRACE_RUN_KERNEL_VM=1"
     if os.geteuid() != 0:
         return "scripts/kernel_vm needs root"
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
