@@ -25,6 +25,14 @@ def build_parser() -> argparse.ArgumentParser:
         "doctor", help="check kernel, BCC, headers, privileges and the probe plan"
     )
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
+
+    from tracer.server.config import add_hook_arguments, add_server_arguments
+
+    serve = commands.add_parser(
+        "serve", help="run an ASGI app on the bundled server (no tracing, no root needed)"
+    )
+    add_server_arguments(serve)
+    add_hook_arguments(serve)
     return parser
 
 
@@ -35,6 +43,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tracer.doctor import run_doctor
 
             return run_doctor(args.json)
+        if args.command == "serve":
+            from tracer.server.config import config_from_args
+            from tracer.server.main import serve
+
+            return serve(config_from_args(args))
     except KeyboardInterrupt:
         return 130
     raise AssertionError(f"unhandled command {args.command}")

@@ -1,0 +1,22 @@
+"""The bundled ASGI server (`reqtrace serve`), with timing hooks for the tracer.
+
+One job per module, uvicorn's shape:
+
+    config.py        Config, and the command-line flags shared by `serve` and `run`
+    main.py          serve(): load the app, lifespan, listen, signals, graceful shutdown
+    protocol.py      one connection: asyncio.Protocol + httptools, limits, timeouts
+    cycle.py         one request: the ASGI receive/send pair, response framing
+    request_head.py  what makes a request head unacceptable (RejectRequest)
+    flow_control.py  back-pressure in both directions
+    lifespan.py      the ASGI lifespan protocol
+    app_loading.py   "module:attr" -> the app (--app-dir, --factory)
+    http_errors.py   status lines and the responses the server sends itself
+    state.py         what all connections share (Date header, counters)
+    log_setup.py     reqtrace.server -> stderr, reqtrace.access -> stdout
+    hook_record.py   the timing records (the contract with the correlator)
+    hooks.py         HookSink, the in-process sink, wire tuple <-> record
+    timing.py        building the records from the protocol's and cycle's stamps
+    hook_channel.py  the pipe to the tracer: writer (server side) and reader
+
+Nothing is imported here, so `import tracer.server.config` stays cheap for the CLI.
+"""

@@ -1,0 +1,1 @@
+"""ASGI apps the server tests run: raw ASGI, lifespan variants, FastAPI and Starlette."""

@@ -1,0 +1,105 @@
+"""Where the timing-hook records go: the `HookSink` protocol and the in-process sink.
+
+Theory of operation. A hook is not a call: the protocol and the request cycle store
+`time.monotonic_ns()` into preallocated slots while they work (guarded by one `if` on a
+flag fixed for the server's life), and when a request cycle ends they build ONE record for
+it. That record is built in its wire form, the plain tuple `(kind, *fields)` with the
+fields in the dataclass order of hook_record.py, because that is what the pipe to the
+tracer carries and a tuple is ~15x cheaper to build than the frozen dataclass. A sink that
+implements `emit_wire` receives that tuple (the pipe channel marshals it as is); any other
+sink receives the dataclass via `emit`, built once from the tuple by `record_from_wire`.
+
+Sinks are called on the server's event-loop thread, synchronously: they must not block.
+If a sink has a `close()` method, the server calls it once after the last record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import fields
+from typing import Protocol, runtime_checkable
+
+from tracer.server.hook_record import (
+    ConnectionClosed,
+    ConnectionOpened,
+    HookRecord,
+    RequestTiming,
+)
+
+WireRecord = tuple[object, ...]
+"""`(kind, *fields)`: a hook record in the order of its dataclass fields."""
+
+KIND_CONNECTION_OPENED = "open"
+KIND_REQUEST_TIMING = "request"
+KIND_CONNECTION_CLOSED = "close"
+
+RECORD_CLASSES: dict[str, type[ConnectionOpened] | type[RequestTiming] | type[ConnectionClosed]]
+RECORD_CLASSES = {
+    KIND_CONNECTION_OPENED: ConnectionOpened,
+    KIND_REQUEST_TIMING: RequestTiming,
+    KIND_CONNECTION_CLOSED: ConnectionClosed,
+}
+KIND_OF_CLASS = {cls: kind for kind, cls in RECORD_CLASSES.items()}
+FIELD_NAMES = {kind: tuple(f.name for f in fields(cls)) for kind, cls in RECORD_CLASSES.items()}
+
+
+class HookWireError(ValueError):
+    """A wire tuple that is not a known record kind with the right number of fields."""
+
+
+@runtime_checkable
+class HookSink(Protocol):
+    """Receives one record per connection opened, request cycle ended, connection closed."""
+
+    def emit(self, record: HookRecord) -> None: ...
+
+
+@runtime_checkable
+class WireHookSink(HookSink, Protocol):
+    """A sink that takes the wire tuple directly, skipping the dataclass (the fast path)."""
+
+    def emit_wire(self, wire: WireRecord) -> None: ...
+
+
+def record_from_wire(wire: WireRecord) -> HookRecord:
+    """Build the dataclass for a wire tuple; raises HookWireError if it does not fit."""
+    if not isinstance(wire, tuple) or not wire:
+        raise HookWireError(f"hook record must be a non-empty tuple, got {type(wire).__name__}")
+    kind = wire[0]
+    cls = RECORD_CLASSES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise HookWireError(f"unknown hook record kind {kind!r}")
+    expected = len(FIELD_NAMES[kind])  # type: ignore[index]
+    if len(wire) - 1 != expected:
+        raise HookWireError(f"{kind} record has {len(wire) - 1} fields, expected {expected}")
+    return cls(*wire[1:])  # type: ignore[arg-type]
+
+
+def wire_from_record(record: HookRecord) -> WireRecord:
+    """The wire tuple of a dataclass record (for sinks handed a record by other code)."""
+    kind = KIND_OF_CLASS[type(record)]
+    return (kind, *(getattr(record, name) for name in FIELD_NAMES[kind]))
+
+
+class CallbackSink:
+    """In-process sink: calls `callback(record)` with each dataclass record."""
+
+    __slots__ = ("_callback",)
+
+    def __init__(self, callback: Callable[[HookRecord], None]) -> None:
+        self._callback = callback
+
+    def emit(self, record: HookRecord) -> None:
+        self._callback(record)
+
+    def emit_wire(self, wire: WireRecord) -> None:
+        self._callback(record_from_wire(wire))
+
+
+def wire_emitter(sink: HookSink) -> Callable[[WireRecord], None]:
+    """The function the server calls with each wire tuple for `sink`."""
+    emit_wire = getattr(sink, "emit_wire", None)
+    if callable(emit_wire):
+        return emit_wire  # type: ignore[no-any-return]
+    emit = sink.emit
+    return lambda wire: emit(record_from_wire(wire))

@@ -1,0 +1,634 @@
+"""One HTTP/1.1 connection: an asyncio.Protocol fed by the httptools (llhttp) parser.
+
+Theory of operation. Bytes arrive in `data_received` and go to the parser, which calls
+back `on_message_begin`, `on_url`, `on_header`, `on_headers_complete`, `on_body` and
+`on_message_complete`. At headers-complete the request is checked (limits, Host, version,
+framing), its ASGI scope is built, and a `RequestCycle` (cycle.py) is created and its app
+task started - or queued behind the request in flight (pipelining keeps responses in order;
+reading pauses while one waits). Anything wrong with the input is answered by the server
+itself (http_errors.py) and the connection is closed.
+
+The connection is always in one phase, which decides the one timer it may hold:
+
+    IDLE  no request in progress          -> closed after --timeout-keep-alive
+    HEAD  request begun, headers not done -> 408 at first byte + --timeout-request-header
+                                             (fixed at the first byte: a client trickling
+                                             one byte at a time cannot push it back)
+    BODY  headers done, body not done     -> 408/close after --timeout-request-body of
+                                             silence (not while the server paused reading)
+    BUSY  request read, app working       -> no timeout (the app's time is its own)
+
+The timer is lazy: one TimerHandle per connection, re-armed only when it fires early or a
+nearer deadline appears, so a busy keep-alive connection costs one clock read per request,
+not a timer allocation and cancellation.
+
+Why a connection ends (ConnectionClosed.reason): client_closed; server_closed (after a
+response: the client asked, HTTP/1.0, or the app failed); keep_alive_timeout;
+header_timeout; body_timeout; bad_request; overloaded; shutdown; "error: ..." (the OS).
+
+Timing hooks: when the server has a hook sink, `timed` is True and the callbacks store
+`time.monotonic_ns()` in slots (first byte, headers done, body done); the cycle adds the
+rest and one RequestTiming record is emitted when it ends. When `timed` is False the only
+hook work is the `if self.timed` test itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from time import monotonic_ns
+from typing import Any, cast
+from urllib.parse import unquote
+
+import httptools
+
+from tracer.server import timing
+from tracer.server.cycle import STAMP_BODY_DONE, RequestCycle
+from tracer.server.flow_control import FlowControl
+from tracer.server.http_errors import error_response
+from tracer.server.request_head import (
+    RejectRequest,
+    check_transfer_encoding,
+    head_size,
+    split_target,
+)
+from tracer.server.state import ServerState
+
+logger = logging.getLogger("reqtrace.server")
+
+IDLE, HEAD, BODY, BUSY = 0, 1, 2, 3
+NO_PHASE = -1
+LINGER_SECONDS = 2.0  # after an error response, how long to drain a client that keeps sending
+
+_WATCHED_HEADERS = frozenset((b"host", b"expect", b"transfer-encoding"))
+_METHOD_NAMES = {
+    name.encode(): name
+    for name in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE")
+}
+_ASGI_VERSION = "3.0"
+_SPEC_VERSION = "2.4"
+
+
+class HttpProtocol(asyncio.Protocol):
+    """The server side of one TCP or unix-socket connection."""
+
+    __slots__ = (
+        "app",
+        "begin_ns",
+        "chunk_len",
+        "client",
+        "close_reason",
+        "conn_id",
+        "cycle",
+        "deadline",
+        "deadline_phase",
+        "expect_100",
+        "fd",
+        "flow",
+        "head_lower",
+        "head_upper",
+        "headers",
+        "headers_done_ns",
+        "host_count",
+        "ignore_input",
+        "local",
+        "loop",
+        "lost",
+        "lost_ns",
+        "parser",
+        "pending_reject",
+        "phase",
+        "pipeline",
+        "record_prefix",
+        "recv_ns",
+        "requests",
+        "running",
+        "server",
+        "state",
+        "tasks_running",
+        "timed",
+        "timer",
+        "timer_when",
+        "transfer_encoding",
+        "transport",
+        "url",
+    )
+
+    def __init__(self, state: ServerState, loop: asyncio.AbstractEventLoop) -> None:
+        self.state = state
+        self.loop = loop
+        self.app = state.app
+        self.timed = state.emit_hook is not None
+        self.record_prefix: tuple[object, ...] = ()  # RequestTiming's per-connection fields
+        self.parser = httptools.HttpRequestParser(self)
+        # Answer the request in hand even if the client pipelined bytes after "close".
+        self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.flow: FlowControl = None  # type: ignore[assignment]
+        self.client: tuple[str, int] | None = None
+        self.server: tuple[str, int | None] | None = None
+        self.local: tuple[str, int] = ("", 0)
+        self.fd = -1
+        self.conn_id = 0
+        self.cycle: RequestCycle | None = None  # the request being parsed (last created)
+        self.running: RequestCycle | None = None  # the request whose response is in flight
+        self.pipeline: deque[RequestCycle] | None = None  # parsed, waiting for `running`
+        self.pending_reject: RejectRequest | None = None  # to answer once `running` is done
+        self.tasks_running = 0
+        self.requests = 0
+        self.phase = IDLE
+        self.deadline = 0.0
+        self.deadline_phase = NO_PHASE
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_when = 0.0
+        self.ignore_input = False
+        self.lost = False
+        self.lost_ns = 0
+        self.close_reason = ""
+        self.chunk_len = 0
+        self.head_upper = 0
+        self.head_lower = 0
+        self.recv_ns = 0
+        self.begin_ns = 0
+        self.headers_done_ns = 0
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.host_count = 0
+        self.expect_100 = False
+        self.transfer_encoding: bytes | None = None
+
+    # asyncio.Protocol -----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport, but implement it.
+        self.transport = cast(asyncio.Transport, transport)
+        state = self.state
+        self.flow = FlowControl(self.transport)
+        self.conn_id = state.next_conn_id
+        state.next_conn_id += 1
+        state.connections.add(self)
+        sock = transport.get_extra_info("socket")
+        self.fd = sock.fileno() if sock is not None else -1
+        peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
+        if isinstance(peer, tuple) and peer:
+            self.client = (str(peer[0]), int(peer[1]))
+        if isinstance(local, tuple) and local:
+            self.local = (str(local[0]), int(local[1]))
+            self.server = self.local
+        elif isinstance(local, str):  # unix socket: ASGI says [path, None]
+            self.local = (local, 0)
+            self.server = (local, None)
+        if self.timed:
+            emit = state.emit_hook
+            assert emit is not None
+            emit(timing.connection_opened(self))
+            self.record_prefix = timing.request_prefix(self)
+        if state.shutting_down:
+            self.close("shutdown")
+            return
+        self._arm(IDLE, self.loop.time() + state.config.timeout_keep_alive)
+
+    def data_received(self, data: bytes) -> None:
+        if self.timed:
+            self.recv_ns = monotonic_ns()
+        if self.ignore_input:
+            return
+        self.chunk_len = len(data)
+        try:
+            if self.phase == HEAD:
+                self._feed_open_head(data)
+            else:
+                self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._upgrade_ignored()
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__
+            if isinstance(cause, RejectRequest):
+                self.reject(cause)
+            else:
+                if cause is not None:
+                    logger.error("Error while parsing a request", exc_info=cause)
+                self.reject(RejectRequest(400, f"Invalid HTTP request: {exc}"))
+            return
+        except RejectRequest as reject:
+            self.reject(reject)
+            return
+        phase = self.phase
+        if phase == HEAD:
+            if self.deadline_phase != HEAD:  # fixed at the first byte, never extended
+                self._arm(HEAD, self.loop.time() + self.state.config.timeout_request_header)
+        elif phase == BODY and not self.flow.read_paused:
+            self._arm(BODY, self.loop.time() + self.state.config.timeout_request_body)
+
+    def _feed_open_head(self, data: bytes) -> None:
+        """Feed while a head that began in an earlier chunk is still open, bounding its size.
+
+        Bytes of whole chunks received while the head stays open are certainly head bytes
+        (`head_lower`); if this chunk could take the head over the limit, feed only up to
+        the limit first: a head still open then is too large.
+        """
+        limit = self.state.config.limit_request_head
+        room = limit - self.head_lower
+        self.head_upper += len(data)
+        if len(data) <= room:
+            self.head_lower += len(data)
+            self.parser.feed_data(data)
+            return
+        self.parser.feed_data(data[:room])
+        if self.phase == HEAD:
+            raise RejectRequest(431, "Request header fields too large")
+        self.parser.feed_data(data[room:])
+
+    def eof_received(self) -> bool | None:
+        # The client closed its side: the in-flight app sees http.disconnect (as uvicorn).
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        timer = self.timer
+        if timer is not None:
+            timer.cancel()
+            self.timer = None
+        if not self.close_reason:
+            self.close_reason = "client_closed" if exc is None else f"error: {exc}"
+        self.lost_ns = monotonic_ns() if self.timed else 0
+        for cycle in self._cycles():
+            if not cycle.response_complete:
+                cycle.disconnected = True
+                if cycle.outcome == "ok":
+                    cycle.outcome = "client_disconnect"
+            cycle.wake()
+        pipeline = self.pipeline
+        if pipeline:  # parsed but never started: they end here
+            for cycle in pipeline:
+                self._emit_cycle(cycle)
+            pipeline.clear()
+        if self.timed and self.phase == HEAD and self.requests and not self.ignore_input:
+            self._emit_refused(0, "client_disconnect")
+        if self.flow is not None:
+            self.flow.resume_writing()  # a send waiting in drain() must see the disconnect
+        if self.tasks_running == 0:  # else ConnectionClosed waits for the last app task
+            self._finish()
+
+    def pause_writing(self) -> None:
+        self.flow.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.flow.resume_writing()
+
+    # httptools callbacks --------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.phase = HEAD
+        self.deadline_phase = NO_PHASE
+        self.url = b""
+        self.headers = []
+        self.host_count = 0
+        self.expect_100 = False
+        self.transfer_encoding = None
+        self.head_upper = self.chunk_len
+        self.head_lower = 0
+        self.requests += 1
+        if self.timed:
+            self.begin_ns = self.recv_ns
+
+    def on_url(self, url: bytes) -> None:
+        if self.url:
+            url = self.url + url
+        self.url = url
+        if len(url) > self.state.config.limit_request_line:
+            raise RejectRequest(414, "Request target too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name in _WATCHED_HEADERS:
+            if name == b"host":
+                self.host_count += 1
+            elif name == b"expect":
+                self.expect_100 = value.lower() == b"100-continue"
+            elif self.transfer_encoding is None:
+                self.transfer_encoding = value
+            else:
+                self.transfer_encoding += b"," + value
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        if self.timed:
+            self.headers_done_ns = monotonic_ns()
+        state = self.state
+        config = state.config
+        parser = self.parser
+        headers = self.headers
+        limit_head = config.limit_request_head
+        if self.head_upper > limit_head and head_size(self.url, headers) > limit_head:
+            raise RejectRequest(431, "Request header fields too large")
+        if len(headers) > config.limit_request_fields:
+            raise RejectRequest(431, "Too many request header fields")
+        version = parser.get_http_version()
+        if version == "1.1":
+            http11 = True
+            if self.host_count != 1:
+                raise RejectRequest(
+                    400, "Missing Host header" if not self.host_count else "Duplicate Host header"
+                )
+        elif version == "1.0":
+            http11 = False
+            if self.host_count > 1:
+                raise RejectRequest(400, "Duplicate Host header")
+        else:
+            raise RejectRequest(505, f"HTTP/{version} is not supported")
+        method_bytes = parser.get_method()
+        method = _METHOD_NAMES.get(method_bytes) or method_bytes.decode("ascii")
+        if method == "CONNECT":
+            raise RejectRequest(501, "CONNECT is not supported")
+        if self.transfer_encoding is not None:
+            check_transfer_encoding(self.transfer_encoding)
+        target = self.url
+        if target[:1] == b"/" and b"#" not in target:
+            raw_path, _, query = target.partition(b"?")
+        else:
+            raw_path, query = split_target(target)
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = unquote(path)
+        root_path = config.root_path
+        if root_path:
+            path = root_path + path
+            raw_path = root_path.encode() + raw_path
+        scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": {"version": _ASGI_VERSION, "spec_version": _SPEC_VERSION},
+            "http_version": version,
+            "server": self.server,
+            "client": self.client,
+            "scheme": "http",
+            "method": method,
+            "root_path": root_path,
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": query,
+            "headers": headers,
+            "state": state.app_state.copy(),
+        }
+        limit = config.limit_concurrency
+        if limit is not None and (len(state.connections) > limit or state.active_requests >= limit):
+            logger.warning("Exceeded concurrency limit.")
+            raise RejectRequest(503, "Service Unavailable", "overloaded")
+        keep_alive = parser.should_keep_alive() and not state.shutting_down
+        cycle = RequestCycle(self, scope, target, keep_alive, http11, self.expect_100)
+        self.cycle = cycle
+        self.phase = BODY
+        if self.running is None:
+            self._start(cycle)
+        else:  # pipelined: wait for the response in flight, and stop reading meanwhile
+            if self.pipeline is None:
+                self.pipeline = deque()
+            self.pipeline.append(cycle)
+            self.flow.pause_reading()
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.cycle
+        assert cycle is not None
+        if cycle.response_complete:
+            return  # the app answered without reading it all; keep draining
+        if cycle.add_body(body):
+            self.flow.pause_reading()
+
+    def on_message_complete(self) -> None:
+        cycle = self.cycle
+        assert cycle is not None
+        if self.timed:
+            cycle.stamps[STAMP_BODY_DONE] = monotonic_ns()
+        cycle.more_body = False
+        cycle.wake()
+        if cycle.response_complete and self.running is None and not self.pipeline:
+            self._become_idle()  # the body of an already answered request is drained
+        else:
+            self.phase = BUSY
+
+    # Request lifecycle (called by RequestCycle) ---------------------------------------
+    def _start(self, cycle: RequestCycle) -> None:
+        self.running = cycle
+        self.tasks_running += 1
+        self.state.active_requests += 1
+        cycle.task = self.loop.create_task(cycle.run_asgi(self.app))
+
+    def response_complete(self, cycle: RequestCycle) -> None:
+        """The last byte of `cycle`'s response is written: close, or go on to the next."""
+        self.running = None
+        if self.state.access_log:
+            cycle.log_access()
+        if not cycle.keep_alive or self.transport.is_closing():
+            self.close("server_closed")
+            return
+        if cycle.more_body and cycle.expect_100:
+            # The client still waits for "100 Continue" and will not send the body: the
+            # stream position is unknown, so this connection cannot carry another request.
+            self.close("server_closed")
+            return
+        pipeline = self.pipeline
+        if pipeline:
+            self._start(pipeline.popleft())
+            if not pipeline:
+                self.flow.resume_reading()
+            return
+        if self.pending_reject is not None:
+            self._write_reject(self.pending_reject)
+            return
+        self.flow.resume_reading()
+        if self.phase == BUSY:
+            self._become_idle()
+
+    def cycle_finished(self, cycle: RequestCycle) -> None:
+        """The app task of `cycle` returned; its record can be emitted."""
+        self.tasks_running -= 1
+        self.state.active_requests -= 1
+        self.state.total_requests += 1
+        if self.timed:
+            emit = self.state.emit_hook
+            assert emit is not None
+            emit(timing.request_timing(cycle))
+        if self.lost and self.tasks_running == 0:
+            self._finish()
+
+    def body_wanted(self, cycle: RequestCycle) -> None:
+        """The app waits for more body: make sure the socket is being read."""
+        if cycle is self.cycle and not self.pipeline and self.flow.read_paused:
+            self.flow.resume_reading()
+            if self.phase == BODY:
+                self._arm(BODY, self.loop.time() + self.state.config.timeout_request_body)
+
+    def body_consumed(self, cycle: RequestCycle) -> None:
+        """The app took the buffered body: reading may go on (the next receive asks anyway)."""
+        if cycle is self.cycle and not self.pipeline:
+            self.flow.resume_reading()
+
+    # Closing, rejecting, shutting down ------------------------------------------------
+    def close(self, reason: str) -> None:
+        self.ignore_input = True  # whatever else arrives is not answered
+        if not self.close_reason:
+            self.close_reason = reason
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def reject(self, reject: RejectRequest) -> None:
+        """Answer bad input ourselves, in order: after the response in flight, if any."""
+        self.ignore_input = True
+        logger.info("%d %s (client %s)", reject.status, reject.detail, self.client)
+        cycle = self.cycle
+        if self.phase == BODY and cycle is not None:
+            self._reject_body(cycle, reject)
+        elif self.running is not None:  # requests parsed before the bad one get answers
+            self.pending_reject = reject
+            self.flow.pause_reading()
+        else:
+            self._write_reject(reject)
+
+    def _reject_body(self, cycle: RequestCycle, reject: RejectRequest) -> None:
+        """The body of a request that has a cycle broke (bad chunking) or stalled."""
+        if cycle is self.running:
+            if cycle.abandon(reject.status, reject.detail, reject.outcome):
+                self.running = None
+                self._linger_close(reject.reason)
+            else:  # the app's response already went out in part: all we can do is stop
+                self.close(reject.reason)
+        elif cycle.response_complete:  # draining the body of an answered request
+            if cycle.outcome == "ok":
+                cycle.outcome = reject.outcome
+            self.close(reject.reason)
+        else:  # queued behind the response in flight: it never runs
+            assert self.pipeline is not None
+            self.pipeline.remove(cycle)
+            cycle.abandon(0, "", reject.outcome)
+            cycle.status = reject.status
+            self._emit_cycle(cycle)
+            reject.recorded = True
+            self.pending_reject = reject
+            self.flow.pause_reading()
+
+    def _write_reject(self, reject: RejectRequest) -> None:
+        self.pending_reject = None
+        data = error_response(reject.status, self.state.default_head, reject.detail)
+        if self.timed and not reject.recorded:
+            self._emit_refused(reject.status, reject.outcome, len(data))
+        if not self.transport.is_closing():
+            self.transport.write(data)
+        self._linger_close(reject.reason)
+
+    def _linger_close(self, reason: str) -> None:
+        """Close after an error response without letting a RST destroy it.
+
+        Closing with unread input in the socket makes the kernel send a RST, which can
+        discard the response before the client reads it. So: send FIN after the response,
+        then read and discard until the client closes, for at most LINGER_SECONDS.
+        """
+        if not self.close_reason:
+            self.close_reason = reason
+        self.ignore_input = True
+        transport = self.transport
+        if transport.is_closing():
+            return
+        if transport.can_write_eof():
+            transport.write_eof()
+            self.flow.resume_reading()
+            self.loop.call_later(LINGER_SECONDS, self._linger_over)
+        else:
+            transport.close()
+
+    def _linger_over(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def shutdown(self) -> None:
+        """Graceful shutdown: close when idle, else after the response in flight."""
+        if self.running is None and self.phase != BODY:
+            self.close("shutdown")
+            return
+        for cycle in self._cycles():
+            cycle.keep_alive = False
+
+    def abort(self) -> None:
+        """Forced shutdown: cancel the app tasks and drop the connection."""
+        for cycle in self._cycles():
+            task = cycle.task
+            if task is not None and not task.done():
+                task.cancel()
+        if not self.close_reason:
+            self.close_reason = "shutdown"
+        self.transport.abort()
+
+    def _upgrade_ignored(self) -> None:
+        # llhttp stops at an Upgrade (websocket, h2c) request; we answer it as plain HTTP
+        # and close afterwards, since what the client sends next is not HTTP/1.1.
+        logger.debug("Upgrade requested; not supported, answering as plain HTTP.")
+        self.ignore_input = True
+        self.flow.pause_reading()
+        cycle = self.cycle
+        if cycle is not None:
+            cycle.keep_alive = False
+
+    # Timers ---------------------------------------------------------------------------
+    def _become_idle(self) -> None:
+        self.phase = IDLE
+        if self.state.shutting_down:
+            self.close("shutdown")
+            return
+        self._arm(IDLE, self.loop.time() + self.state.config.timeout_keep_alive)
+
+    def _arm(self, phase: int, deadline: float) -> None:
+        self.deadline_phase = phase
+        self.deadline = deadline
+        timer = self.timer
+        if timer is None or self.timer_when > deadline:
+            if timer is not None:
+                timer.cancel()
+            self.timer_when = deadline
+            self.timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        phase = self.phase
+        if phase != self.deadline_phase or phase == BUSY or self.transport.is_closing():
+            return  # the deadline belonged to a phase that is over
+        if phase == BODY and self.flow.read_paused:
+            return  # we are holding the client back; body_wanted() re-arms
+        if self.loop.time() < self.deadline:
+            self.timer_when = self.deadline
+            self.timer = self.loop.call_at(self.deadline, self._on_timer)
+            return
+        if phase == IDLE:
+            self.close("keep_alive_timeout")
+        elif phase == HEAD:
+            self.reject(RejectRequest(408, "Request header timeout", "timeout", "header_timeout"))
+        else:
+            self.reject(RejectRequest(408, "Request body timeout", "timeout", "body_timeout"))
+
+    # Hooks ----------------------------------------------------------------------------
+    def _cycles(self) -> list[RequestCycle]:
+        """The cycles this connection still owes something: in flight, queued, being read."""
+        cycles = [] if self.running is None else [self.running]
+        if self.pipeline:
+            cycles.extend(self.pipeline)
+        cycle = self.cycle
+        if cycle is not None and cycle not in cycles:
+            cycles.append(cycle)
+        return cycles
+
+    def _emit_cycle(self, cycle: RequestCycle) -> None:
+        emit = self.state.emit_hook
+        if emit is not None:
+            emit(timing.request_timing(cycle))
+
+    def _emit_refused(self, status: int, outcome: str, response_bytes: int = 0) -> None:
+        emit = self.state.emit_hook
+        if emit is not None:
+            emit(timing.request_refused(self, status, outcome, response_bytes))
+
+    def _finish(self) -> None:
+        """Last act of a connection: forget it, and say so in the hook stream."""
+        self.state.connections.discard(self)
+        emit = self.state.emit_hook
+        if emit is not None:
+            emit(timing.connection_closed(self))
+        self.cycle = None
+        self.running = None

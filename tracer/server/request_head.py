@@ -1,0 +1,53 @@
+"""Rules for a request head the server refuses before any app sees it.
+
+The common, valid request is checked inline in `HttpProtocol.on_headers_complete` (it is
+the hot path); what lives here is the vocabulary of refusal (`RejectRequest`) and the
+checks that only run for unusual requests: Transfer-Encoding values, absolute-form or
+asterisk targets, and the exact size of a head that may be over the limit.
+"""
+
+from __future__ import annotations
+
+import httptools
+
+
+class RejectRequest(Exception):
+    """Stop parsing and answer `status` ourselves (raised inside parser callbacks too)."""
+
+    def __init__(
+        self, status: int, detail: str, outcome: str = "bad_request", reason: str = ""
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail  # one line for the response body and the log
+        self.outcome = outcome  # RequestTiming.outcome
+        self.reason = reason or outcome  # ConnectionClosed.reason
+        self.recorded = False  # its RequestTiming was already emitted
+
+
+def check_transfer_encoding(value: bytes) -> None:
+    """RFC 9112 6.1/6.3: chunked must come last (else 400); other codings we lack: 501."""
+    codings = [coding.strip() for coding in value.lower().split(b",")]
+    if codings[-1] != b"chunked":
+        raise RejectRequest(400, "Transfer-Encoding must end with chunked")
+    if len(codings) > 1:
+        raise RejectRequest(501, "Unsupported Transfer-Encoding")
+
+
+def split_target(target: bytes) -> tuple[bytes, bytes]:
+    """Path and query of an absolute-form ("http://host/p?q"), "*" or fragment target."""
+    if target == b"*":
+        return b"*", b""
+    try:
+        url = httptools.parse_url(target)
+    except httptools.HttpParserInvalidURLError:
+        raise RejectRequest(400, "Invalid request target") from None
+    return url.path or b"/", url.query or b""
+
+
+def head_size(target: bytes, headers: list[tuple[bytes, bytes]]) -> int:
+    """Bytes of the request line and header lines, from what the parser handed us."""
+    size = len(target) + 16  # method, spaces, version, CRLFs
+    for name, value in headers:
+        size += len(name) + len(value) + 4
+    return size
