@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from dashboards.teaching import LESSONS, explain, explain_connection
 from tracer.trace_model import STAGE_NAMES
 
@@ -24,7 +22,7 @@ def test_app_lesson_quotes_this_request() -> None:
 
 def test_wakeup_lesson_splits_wake_path_and_run_queue() -> None:
     trace = make_trace(1)
-    trace = replace(trace, details={**trace.details, "wake_path_us": 4.0, "run_queue_us": 21.0})
+    trace = trace._replace(details={**trace.details, "wake_path_us": 4.0, "run_queue_us": 21.0})
     text = explain(trace, "wakeup").plain
     assert "waking the thread took 4 µs" in text and "waited 21 µs for a CPU" in text
 

@@ -26,8 +26,10 @@ Attribution rules (records arrive here in timestamp order):
 
 from __future__ import annotations
 
-from bisect import insort
+from bisect import bisect_right
 from collections import deque
+from itertools import compress
+from operator import attrgetter
 
 from tracer.records import RecvRecord, RxPath, SendRecord, SocketId
 from tracer.stage_builder import EAGAIN, RequestEvidence
@@ -37,29 +39,8 @@ RETRANSMIT = "retransmits"
 RESET = "resets"
 DROP = "drops"
 MAX_EVENTS = 256
-
-
-class RecvEntry:
-    """A read that returned data, and which request (by seq) claimed it (0: none yet)."""
-
-    __slots__ = ("claimed_by", "record")
-
-    def __init__(self, record: RecvRecord) -> None:
-        self.record = record
-        self.claimed_by = 0
-
-    def __lt__(self, other: RecvEntry) -> bool:
-        return self.record.ts_ns < other.record.ts_ns
-
-
-class SendEntry:
-    """A write not yet fully attributed, with its bytes no response has taken yet."""
-
-    __slots__ = ("bytes_left", "record")
-
-    def __init__(self, record: SendRecord) -> None:
-        self.record = record
-        self.bytes_left = max(0, record.ret)
+_new = tuple.__new__  # builds a named tuple from its fields in order
+_TS = attrgetter("ts_ns")
 
 
 class Connection:
@@ -86,10 +67,12 @@ class Connection:
         "pending",
         "pid",
         "pruned_last",
+        "recv_claims",
         "recvs",
         "requests_expected",
         "resets",
         "retransmits",
+        "send_left",
         "sends",
         "seqs_ahead",
         "serial",
@@ -128,9 +111,14 @@ class Connection:
         self.last_activity_ns = now_ns
         self.close_deadline_ns = 0
         self.lost_note_ns = 0
-        self.recvs: list[RecvEntry] = []
+        # Reads that returned data, in time order, and (in step) the seq of the request
+        # that claimed each (0: none yet).
+        self.recvs: list[RecvRecord] = []
+        self.recv_claims: list[int] = []
         self.pruned_last: RecvRecord | None = None  # the newest read dropped from `recvs`
-        self.sends: list[SendEntry] = []
+        # Writes not yet fully attributed and (in step) their bytes no response took yet.
+        self.sends: list[SendRecord] = []
+        self.send_left: list[int] = []
         self.events: deque[tuple[int, str]] = deque(maxlen=MAX_EVENTS)
         self.pending: list[RequestEvidence] = []  # hooks seen, response not complete yet
 
@@ -138,29 +126,34 @@ class Connection:
 
     def add_recv(self, record: RecvRecord, limit: int) -> int:
         """Keep a read that returned data; returns how many old reads were dropped."""
-        if record.rx is not None:
-            self.last_rx = record.rx
-        entries = self.recvs
-        entry = RecvEntry(record)
-        if entries and record.ts_ns < entries[-1].record.ts_ns:
-            insort(entries, entry)  # a late record: keep the list in time order
+        rx = record.rx
+        if rx is not None:
+            self.last_rx = rx
+        recvs = self.recvs
+        if recvs and record.ts_ns < recvs[-1].ts_ns:  # a late record: keep the time order
+            at = bisect_right(recvs, record.ts_ns, key=_TS)
+            recvs.insert(at, record)
+            self.recv_claims.insert(at, 0)
         else:
-            entries.append(entry)
-        if len(entries) <= limit:
+            recvs.append(record)
+            self.recv_claims.append(0)
+        if len(recvs) <= limit:
             return 0
-        dropped = max(len(entries) - limit, limit // 2)
-        self.pruned_last = entries[dropped - 1].record
-        del entries[:dropped]
+        dropped = max(len(recvs) - limit, limit // 2)
+        self.pruned_last = recvs[dropped - 1]
+        del recvs[:dropped], self.recv_claims[:dropped]
         return dropped
 
     def add_send(self, record: SendRecord, limit: int) -> int:
         """Keep a write until a response takes it; returns how many old writes were dropped."""
         sends = self.sends
-        sends.append(SendEntry(record))
+        sends.append(record)
+        ret = record.ret
+        self.send_left.append(ret if ret > 0 else 0)
         if len(sends) <= limit:
             return 0
         dropped = max(len(sends) - limit, limit // 2)
-        del sends[:dropped]
+        del sends[:dropped], self.send_left[:dropped]
         return dropped
 
     def add_event(self, ts_ns: int, kind: str) -> None:
@@ -203,46 +196,45 @@ class Connection:
         Returns how many reads no request claimed and that can now be forgotten.
         """
         timing = ev.timing
-        entries = self.recvs
+        recvs, claims = self.recvs, self.recv_claims
         first_byte = timing.first_byte_ns
-        i = len(entries) - 1
-        while i >= 0 and entries[i].record.ts_ns >= first_byte:
+        i = len(recvs) - 1
+        while i >= 0 and recvs[i].ts_ns >= first_byte:
             i -= 1
         if i < 0:
             return 0
         seq = timing.seq
-        entry = entries[i]
-        if 0 < entry.claimed_by < seq:
-            ev.pipelined_with = entry.claimed_by
-            ev.delivering_recv = entry.record
+        record = recvs[i]
+        claimed_by = claims[i]
+        if 0 < claimed_by < seq:
+            ev.pipelined_with = claimed_by
+            ev.delivering_recv = record
         else:
-            entry.claimed_by = entry.claimed_by or seq
-            ev.first_recv = entry.record
-            ev.recvs.append(entry.record)
-            ev.prev_recv = entries[i - 1].record if i else self.pruned_last
+            if not claimed_by:
+                claims[i] = seq
+            ev.first_recv = record
+            ev.recvs.append(record)
+            ev.prev_recv = recvs[i - 1] if i else self.pruned_last
         body_end = (
             timing.body_done_ns
             or ev.handoff_ns
             or timing.response_done_ns
             or timing.app_returned_ns
         )
-        for j in range(i + 1, len(entries)):
-            later = entries[j]
-            if later.record.ts_ns > body_end:
+        for j in range(i + 1, len(recvs)):
+            later = recvs[j]
+            if later.ts_ns > body_end:
                 break
-            if later.claimed_by in (0, seq):
-                later.claimed_by = seq
-                ev.recvs.append(later.record)
+            if claims[j] == 0 or claims[j] == seq:
+                claims[j] = seq
+                ev.recvs.append(later)
         if not i or self.seqs_ahead:
             return 0
         # Reads before this request's first one can serve no later request; that read
         # stays, since a pipelined request may have come in it too.
-        unclaimed = 0
-        for older in entries[:i]:
-            if not older.claimed_by:
-                unclaimed += 1
-        self.pruned_last = entries[i - 1].record
-        del entries[:i]
+        unclaimed = claims[:i].count(0)
+        self.pruned_last = recvs[i - 1]
+        del recvs[:i], claims[:i]
         return unclaimed
 
     def take_sends(self, ev: RequestEvidence, next_first_chunk_ns: int) -> None:
@@ -250,38 +242,44 @@ class Connection:
         if ev.bytes_left <= 0:
             return
         chunks = ev.timing.chunks
-        kept: list[SendEntry] = []
+        first_chunk = ev.first_chunk_ns
+        kept: list[SendRecord] = []
+        kept_left: list[int] = []
         taking = True
-        for entry in self.sends:
-            send = entry.record
-            if not taking or send.enter_ts < ev.first_chunk_ns:
-                kept.append(entry)
+        for send, left in zip(self.sends, self.send_left, strict=True):
+            enter = send.enter_ts
+            if not taking or enter < first_chunk:
+                kept.append(send)
+                kept_left.append(left)
                 continue
             if not ev.backpressured and (
-                0 < next_first_chunk_ns <= send.enter_ts
-                or (send.enter_ts > ev.sort_ts and self._read_after(ev, send.enter_ts))
+                0 < next_first_chunk_ns <= enter
+                or (enter > ev.sort_ts and self._read_after(ev, enter))
             ):
                 taking = False  # the rest of this response was lost, not late
-                kept.append(entry)
+                kept.append(send)
+                kept_left.append(left)
                 continue
-            if send.ret <= 0:
-                if send.ret == -EAGAIN:
+            ret = send.ret
+            if ret <= 0:
+                if ret == -EAGAIN:
                     ev.eagain += 1
                     ev.backpressured = True
                 ev.sends.append((send, 0))
                 continue
-            fresh = entry.bytes_left == send.ret
-            if fresh and send.ret < _chunk_bytes_at(chunks, send.enter_ts):
+            if left == ret and ret < _chunk_bytes_at(chunks, enter):
                 ev.backpressured = True  # a short write: the rest waits for the socket
-            take = min(entry.bytes_left, ev.bytes_left)
+            take = left if left <= ev.bytes_left else ev.bytes_left
             ev.sends.append((send, take))
             ev.bytes_left -= take
-            entry.bytes_left -= take
-            if entry.bytes_left:
-                kept.append(entry)
+            left -= take
+            if left:
+                kept.append(send)
+                kept_left.append(left)
             if not ev.bytes_left:
                 taking = False
         self.sends = kept
+        self.send_left = kept_left
 
     def _read_after(self, ev: RequestEvidence, ts_ns: int) -> bool:
         """Whether another request was read after this one's reads and before `ts_ns`.
@@ -295,20 +293,29 @@ class Connection:
             return False
         after = mine.ts_ns
         seq = ev.timing.seq
-        for entry in self.recvs:
-            ts = entry.record.ts_ns
-            if after < ts < ts_ns and entry.claimed_by != seq:
+        for record, claimed_by in zip(self.recvs, self.recv_claims, strict=True):
+            ts = record.ts_ns
+            if after < ts < ts_ns and claimed_by != seq:
                 return True
         return False
 
     def drop_sends_before(self, ts_ns: int) -> int:
         """Forget writes that began before `ts_ns` (no response can claim them any more)."""
         sends = self.sends
-        if not sends or sends[0].record.enter_ts >= ts_ns:
+        if not sends or sends[0].enter_ts >= ts_ns:
             return 0
-        kept = [entry for entry in sends if entry.record.enter_ts >= ts_ns]
-        self.sends = kept
-        return len(sends) - len(kept)
+        keep = [send.enter_ts >= ts_ns for send in sends]
+        self.sends = list(compress(sends, keep))
+        self.send_left = list(compress(self.send_left, keep))
+        return len(sends) - len(self.sends)
+
+    def unclaimed_reads(self) -> int:
+        """Reads with data that no request claimed (yet)."""
+        return self.recv_claims.count(0)
+
+    def unattributed_writes(self) -> int:
+        """Writes with bytes that no response took (yet)."""
+        return len(self.send_left) - self.send_left.count(0)
 
     # ---- facts ------------------------------------------------------------------------------
 
@@ -321,19 +328,22 @@ class Connection:
         accept_queue = None
         if accepted and 0 < established <= accepted:
             accept_queue = (accepted - established) / 1000
-        return ConnectionFacts(
-            handshake,
-            accept_queue,
-            established,
-            accepted,
-            rx.srtt_us if rx is not None else None,
-            rx.rcv_wnd if rx is not None else None,
-            rx.snd_wnd if rx is not None else None,
-            self.retransmits,
-            self.resets,
-            self.drops,
-            self.emitted,  # requests_served
-            self.closed_by,
+        return _new(
+            ConnectionFacts,
+            (
+                handshake,
+                accept_queue,
+                established,
+                accepted,
+                rx.srtt_us if rx is not None else None,
+                rx.rcv_wnd if rx is not None else None,
+                rx.snd_wnd if rx is not None else None,
+                self.retransmits,
+                self.resets,
+                self.drops,
+                self.emitted,  # requests_served
+                self.closed_by,
+            ),
         )
 
     def finished(self) -> bool:

@@ -14,7 +14,7 @@ Addresses are compared as the kernel reports them (IPv4-mapped IPv6 as plain IPv
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TypeVar
 
 from tracer.connection_state import Connection
@@ -53,6 +53,11 @@ class ConnectionTable:
         self._by_sock: dict[SockKey, Connection] = {}
         self._by_peer: dict[PeerKey, Connection] = {}
         self._by_hook: dict[tuple[int, int], Connection] = {}
+        # Read-only views of two indexes for the correlator's hot path (a dict lookup instead
+        # of a call to for_socket / for_hook when the connection is known): never modified
+        # there, only through this table's methods.
+        self.by_sock: Mapping[SockKey, Connection] = self._by_sock
+        self.by_hook: Mapping[tuple[int, int], Connection] = self._by_hook
         self._by_fd: dict[tuple[int, int], Connection] = {}
         self._accepts: dict[tuple[int, int], AcceptRecord] = {}  # not yet joined
         self._next_serial = 1

@@ -94,6 +94,7 @@ SWEEP_EVERY = 8192  # records between idle sweeps (at least one per connection)
 MIN_DEADLINES_COMPACTION = 4096  # deadline entries before stale ones are dropped
 
 CLOSED_BY_REASON = {"client_closed": "client", "server_closed": "server"}
+_new = tuple.__new__
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +177,8 @@ class Correlator:
         self._table = ConnectionTable(
             self.limits.max_connections, self.limits.max_unjoined_accepts, self._evict
         )
+        self._by_sock = self._table.by_sock  # its indexes, read on the hot path
+        self._by_hook = self._table.by_hook
         self._deadlines: list[Deadline] = []
         self._compact_deadlines_at = MIN_DEADLINES_COMPACTION
         self._deadline_serial = 0
@@ -196,6 +199,9 @@ class Correlator:
             RequestTiming: self._on_request,
             ConnectionClosed: self._on_closed,
         }
+        # Per record type: whether it is a hook record (counted apart); other types are refused.
+        hooks = (ConnectionOpened, RequestTiming, ConnectionClosed)
+        self._is_hook: dict[type, bool] = {kind: kind in hooks for kind in self._handlers}
 
     # ---- public API -------------------------------------------------------------------
 
@@ -205,10 +211,10 @@ class Correlator:
             self._hook_records += 1
             ts = timing_sort_key(record)
         else:
-            kind = type(record)
-            if kind not in self._handlers:
-                raise TypeError(f"cannot correlate a {kind.__name__}")
-            if kind is ConnectionOpened or kind is ConnectionClosed:
+            is_hook = self._is_hook.get(type(record))
+            if is_hook is None:
+                raise TypeError(f"cannot correlate a {type(record).__name__}")
+            if is_hook:
                 self._hook_records += 1
             ts = record.ts_ns
         self._records_fed += 1
@@ -294,28 +300,37 @@ class Correlator:
         for ts, _, record in entries:
             handlers[type(record)](record, ts)
         self._since_sweep += len(entries)
-        if self._since_sweep >= max(SWEEP_EVERY, len(self._table)):
+        if self._since_sweep >= SWEEP_EVERY and self._since_sweep >= len(self._table):
             self._sweep(self._window.watermark)
 
     # ---- kernel records --------------------------------------------------------------------
 
     def _on_recv(self, record: RecvRecord, ts: int) -> None:
-        connection = self._table.for_socket(record.sock, ts)
+        sock = record.sock
+        connection = self._by_sock.get((sock.sk, sock.raddr, sock.rport))  # sock_key
+        if connection is None:  # a new socket (what for_socket does with a known one)
+            connection = self._table.for_socket(sock, ts)
         connection.last_activity_ns = ts
-        if connection.fd != record.fd or connection.pid != record.pid:
-            self._table.bind_fd(connection, record.pid, record.fd)
-        if record.ret > 0:
+        pid, fd = record.pid, record.fd
+        if connection.fd != fd or connection.pid != pid:
+            self._table.bind_fd(connection, pid, fd)
+        ret = record.ret
+        if ret > 0:
             dropped = connection.add_recv(record, self._max_records)
             if dropped:
                 self._counts.evicted_records += dropped
-        elif record.ret == 0 and not connection.closed_by:
+        elif ret == 0 and not connection.closed_by:
             connection.closed_by = "client"  # end of file: the client shut its side
 
     def _on_send(self, record: SendRecord, ts: int) -> None:
-        connection = self._table.for_socket(record.sock, ts)
+        sock = record.sock
+        connection = self._by_sock.get((sock.sk, sock.raddr, sock.rport))  # sock_key
+        if connection is None:  # a new socket (what for_socket does with a known one)
+            connection = self._table.for_socket(sock, ts)
         connection.last_activity_ns = ts
-        if connection.fd != record.fd or connection.pid != record.pid:
-            self._table.bind_fd(connection, record.pid, record.fd)
+        pid, fd = record.pid, record.fd
+        if connection.fd != fd or connection.pid != pid:
+            self._table.bind_fd(connection, pid, fd)
         dropped = connection.add_send(record, self._max_records)
         if dropped:
             self._counts.evicted_records += dropped
@@ -373,12 +388,17 @@ class Correlator:
         self._table.open_from_hook(record)
 
     def _on_request(self, timing: RequestTiming, ts: int) -> None:
-        connection = self._table.for_hook(timing.pid, timing.conn_id)
+        connection = self._by_hook.get((timing.pid, timing.conn_id))  # for_hook
         if connection is None:
             self._counts.unmatched_hooks += 1
             connection = self._table.adopt_for_hook(timing, ts)
-        connection.last_activity_ns = max(connection.last_activity_ns, ts)
-        connection.note_seq(timing.seq)
+        if ts > connection.last_activity_ns:
+            connection.last_activity_ns = ts
+        seq = timing.seq
+        if seq == connection.next_seq and not connection.seqs_ahead:
+            connection.next_seq = seq + 1  # the next in order (what note_seq does then)
+        else:
+            connection.note_seq(seq)
         evidence = RequestEvidence(timing, ts)
         evidence.unix = connection.unix
         if connection.sock is not None:
@@ -389,10 +409,10 @@ class Correlator:
         if forgotten:
             self._counts.unmatched_recvs += forgotten
         pending = connection.pending
-        if not pending or pending[-1].timing.seq < timing.seq:
+        if not pending or pending[-1].timing.seq < seq:
             pending.append(evidence)
         else:  # hooks out of seq order (a background task kept an earlier cycle open)
-            at = next(i for i, ev in enumerate(pending) if ev.timing.seq > timing.seq)
+            at = next(i for i, ev in enumerate(pending) if ev.timing.seq > seq)
             pending.insert(at, evidence)
         if len(pending) > self.limits.max_pending_per_connection:
             oldest = pending.pop(0)
@@ -488,31 +508,35 @@ class Correlator:
                 )
         if not complete:
             self._counts.incomplete_requests += 1
-        # Positional: this runs once per request and keyword passing costs measurably more.
+        # tuple.__new__ with every field in order: the cheapest way to build a named tuple
+        # (this runs once per request; keyword passing costs measurably more).
         self._out.append(
-            RequestTrace(
-                self._next_trace_id,  # id
-                timing.pid,
-                timing.fd,
-                timing.conn_id,
-                timing.seq,
-                timing.method,
-                timing.path,
-                timing.status,
-                connection.client,
-                connection.server,
-                start,
-                end,
-                complete,
-                stages,
-                notes,
-                connection.facts(),
-                details,
-                timing.tid,
-                timing.query,
-                timing.http_version,
-                timing.outcome,
-                timing.headers,
+            _new(
+                RequestTrace,
+                (
+                    self._next_trace_id,  # id
+                    timing.pid,
+                    timing.fd,
+                    timing.conn_id,
+                    timing.seq,
+                    timing.method,
+                    timing.path,
+                    timing.status,
+                    connection.client,
+                    connection.server,
+                    start,
+                    end,
+                    complete,
+                    stages,
+                    notes,
+                    connection.facts(),
+                    details,
+                    timing.tid,
+                    timing.query,
+                    timing.http_version,
+                    timing.outcome,
+                    timing.headers,
+                ),
             )
         )
         self._next_trace_id += 1
@@ -537,8 +561,8 @@ class Correlator:
                 evidence.cut_short = f"send: {reason}"
             self._emit(connection, evidence)
         counts = self._counts
-        counts.unmatched_recvs += sum(1 for entry in connection.recvs if not entry.claimed_by)
-        counts.unmatched_sends += sum(1 for entry in connection.sends if entry.bytes_left)
+        counts.unmatched_recvs += connection.unclaimed_reads()
+        counts.unmatched_sends += connection.unattributed_writes()
         self._table.remove(connection)
 
     def _sweep(self, now: int) -> None:

@@ -43,18 +43,25 @@ note) when kernel records are missing, and always covers every stage.
 
 from __future__ import annotations
 
+import math
+
 from tracer.records import (
     RT_RX_BACKLOG,
     RT_RX_FROM_HARDIRQ,
     RT_RX_PROCESS_CONTEXT,
     RecvRecord,
-    RxPath,
     SendRecord,
 )
 from tracer.server.hook_record import RequestTiming
 from tracer.trace_model import APP, EVENT_LOOP, KERNEL, SERVER, SYSCALL, Detail, Stage
 
 EAGAIN = 11
+_new = tuple.__new__  # builds a Stage from its fields in order (no keyword handling)
+# The chain check (see _chain) as candidates are added: `cursor` is the end of the last
+# candidate while they form a clean chain, DIRTY once one did not (then it stays DIRTY,
+# since no timestamp is >= it), so a candidate (start, end) keeps the chain clean exactly
+# when `cursor <= start <= end`.
+DIRTY = math.inf
 # Longest a segment can spend from netif_receive_skb to TCP inside one NET_RX softirq run:
 # net_rx_action stops after netdev_budget_usecs (2 ms by default); 10 ms leaves room for
 # hardirqs and a raised budget. Longer means the times describe another packet.
@@ -144,7 +151,8 @@ class RequestEvidence:
             self.first_chunk_ns = self.handoff_ns = 0
             if timing.response_bytes:  # sizes without write times: bound by the response
                 self.first_chunk_ns = timing.response_start_ns or timing.app_called_ns
-        self.bytes_left = max(0, timing.response_bytes)
+        response_bytes = timing.response_bytes
+        self.bytes_left = response_bytes if response_bytes > 0 else 0
         self.sends: list[tuple[SendRecord, int]] = []  # (send, bytes of this response in it)
         self.eagain = 0
         self.backpressured = False  # a write hit a full socket buffer: drains may come late
@@ -163,14 +171,9 @@ def _chain(candidates: list[Stage], notes: list[str]) -> list[Stage]:
 
     A candidate starting before the previous stage ends is clipped to that end (noted), or
     dropped (noted) when nothing of it is left; one ending before it starts is dropped.
+    build_timeline calls this only when the candidates are not a clean chain already (a
+    clean chain comes out unchanged).
     """
-    cursor = 0
-    for stage in candidates:  # the common case: already a clean chain
-        if stage.start_ns < cursor or stage.end_ns < stage.start_ns:
-            break
-        cursor = stage.end_ns
-    else:
-        return candidates
     stages: list[Stage] = []
     cursor = 0
     previous = ""
@@ -184,7 +187,7 @@ def _chain(candidates: list[Stage], notes: list[str]) -> list[Stage]:
                 notes.append(f"{name}: lies within {previous} (timestamps out of order)")
                 continue
             notes.append(f"{name}: started before {previous} ended; counted from there")
-            stage = Stage(name, stage.layer, cursor, end)
+            stage = _new(Stage, (name, stage.layer, cursor, end))
         stages.append(stage)
         cursor = end
         previous = name
@@ -199,6 +202,7 @@ def build_timeline(ev: RequestEvidence) -> Timeline:
     candidates: list[Stage] = []  # candidates, in canonical order
     complete = True
     start = 0  # the first kernel timestamp of the request
+    cursor: float = 0  # the chain check (see DIRTY)
     recv = ev.first_recv
 
     if ev.pipelined_with:
@@ -210,25 +214,36 @@ def build_timeline(ev: RequestEvidence) -> Timeline:
         complete = ev.unix
         notes.append(f"{KERNEL_STAGES}, recv: {_no_recv_reason(ev)}")
     else:
-        start, complete = _kernel_stages(recv, ev.prev_recv, candidates, notes, details)
-        if not start or recv.enter_ts < start:
-            start = recv.enter_ts
-        candidates.append(Stage("recv", SYSCALL, recv.enter_ts, recv.ts_ns))
-        _recv_details(ev.recvs, timing.headers_done_ns, details)
+        start, complete, cursor = _kernel_stages(recv, ev.prev_recv, candidates, notes, details)
+        recv_enter, recv_exit = recv.enter_ts, recv.ts_ns
+        if not start or recv_enter < start:
+            start = recv_enter
+        candidates.append(_new(Stage, ("recv", SYSCALL, recv_enter, recv_exit)))
+        cursor = recv_exit if cursor <= recv_enter <= recv_exit else DIRTY
+        recvs = ev.recvs
+        if len(recvs) == 1:  # the common case: one read (what _recv_details gives for it)
+            details["recv_calls"] = 1
+            details["recv_bytes"] = recv.ret
+            details["recv_time_us"] = (recv_exit - recv_enter) / 1000
+            details["segments"] = recv.rx.segments if recv.rx is not None else 0
+        else:
+            _recv_details(recvs, timing.headers_done_ns, details)
 
     # parse
+    headers_done = timing.headers_done_ns
     if recv is not None:
         parse_start = recv.ts_ns
     elif ev.delivering_recv is not None:
         parse_start = max(timing.first_byte_ns, ev.delivering_recv.ts_ns)
     else:
         parse_start = timing.first_byte_ns
-    if not timing.headers_done_ns:
+    if not headers_done:
         notes.append(f"parse: the request headers never completed (outcome {timing.outcome})")
     elif not parse_start:
         notes.append("parse: the first byte of the request was not observed")
     else:
-        candidates.append(Stage("parse", SERVER, parse_start, timing.headers_done_ns))
+        candidates.append(_new(Stage, ("parse", SERVER, parse_start, headers_done)))
+        cursor = headers_done if cursor <= parse_start <= headers_done else DIRTY
 
     # app
     handoff, returned = ev.handoff_ns, timing.app_returned_ns
@@ -238,17 +253,20 @@ def build_timeline(ev: RequestEvidence) -> Timeline:
         app_end = returned or timing.response_done_ns
     if returned > handoff > 0:
         details["app_after_response_us"] = (returned - handoff) / 1000
-    if not timing.app_called_ns:
+    app_called = timing.app_called_ns
+    if not app_called:
         notes.append(f"app: the app was not called (outcome {timing.outcome})")
     elif not app_end:
         notes.append("app: the app never handed a response over nor returned")
     else:
-        candidates.append(Stage("app", APP, timing.app_called_ns, app_end))
+        candidates.append(_new(Stage, ("app", APP, app_called, app_end)))
+        cursor = app_end if cursor <= app_called <= app_end else DIRTY
 
-    if not _send_stage(ev, handoff or app_end, candidates, notes, details):
+    all_seen, end, cursor = _send_stage(ev, handoff or app_end, cursor, candidates, notes, details)
+    if not all_seen:
         complete = False
 
-    stages = _chain(candidates, notes)
+    stages = candidates if cursor != DIRTY else _chain(candidates, notes)
     if not start:
         if ev.delivering_recv is not None:
             start = ev.delivering_recv.ts_ns
@@ -256,12 +274,8 @@ def build_timeline(ev: RequestEvidence) -> Timeline:
             start = timing.first_byte_ns
             if not ev.unix:
                 notes.append("total: starts at the server's first byte (no kernel receive record)")
-    end = 0
-    for send, _ in ev.sends:
-        if send.ts_ns > end:
-            end = send.ts_ns
-    if not end:
-        end = timing.response_done_ns or timing.app_returned_ns or timing.headers_done_ns
+    if not end:  # no send record: the last send exit is unknown
+        end = timing.response_done_ns or timing.app_returned_ns or headers_done
         if timing.response_bytes and not ev.unix:
             notes.append("total: ends at the server's last handoff (no send record)")
     if stages:
@@ -294,34 +308,106 @@ def _kernel_stages(
     candidates: list[Stage],
     notes: list[str],
     details: dict[str, Detail],
-) -> tuple[int, bool]:
+) -> tuple[int, bool, float]:
     """Add the kernel and event-loop stages of the first read. Returns the earliest kernel
-    timestamp that describes the request (0 when unknown) and whether the receive path
-    was observed whole."""
+    timestamp that describes the request (0 when unknown), whether the receive path was
+    observed whole, and the chain check's cursor (see DIRTY)."""
     rx = recv.rx
     if rx is None:
         notes.append(NO_RX_NOTE)
-        return 0, False
-    if previous is not None and 0 < rx.tcp_ts < previous.ts_ns:
+        return 0, False, 0
+    # Every field of the RxPath, in order (one unpack is cheaper than ~30 attribute reads).
+    (
+        hardirq_ts, _, entry_ts, poll_ts, netif_rx_ts, receive_ts, tcp_ts, _, ready_ts,
+        _, _, irq, rx_cpu, _, _, _, flags, dev,
+    ) = rx  # fmt: skip
+    if previous is not None and 0 < tcp_ts < previous.ts_ns:
         notes.append(STALE_RX_NOTE)
-        return 0, False
+        return 0, False, 0
     exit_ts = recv.ts_ns
     # A timestamp after the read returned cannot describe the data it returned.
-    tcp = rx.tcp_ts if rx.tcp_ts <= exit_ts else 0
-    ready = rx.data_ready_ts if rx.data_ready_ts <= exit_ts else 0
+    tcp = tcp_ts if tcp_ts <= exit_ts else 0
+    ready = ready_ts if ready_ts <= exit_ts else 0
     tcp_end = ready or tcp  # when the segment was queued on the socket
     earliest = tcp or ready
-    whole = not _skb_path_is_stale(rx, previous)
+    cursor: float = 0
+
+    # Whether the NIC/softirq times joined to this segment belong to another packet. They
+    # are joined in BPF by skb address, and an address reused for another packet can
+    # carry an earlier packet's times. Two checks, both impossible for the segment's own:
+    # its path through the stack before the previous read on the socket even started (it
+    # would then have been that read's data), or a gap from netif_receive_skb to TCP
+    # longer than one NET_RX softirq run can last when TCP processed it in that softirq.
+    # The earliest joined time: they come in this order along the receive path.
+    first = hardirq_ts or netif_rx_ts or entry_ts or receive_ts
+    whole = not (
+        (previous is not None and 0 < first < previous.enter_ts)
+        or (
+            tcp_ts - receive_ts > MAX_SOFTIRQ_SPAN_NS
+            and receive_ts > 0
+            and not flags & RT_RX_PROCESS_CONTEXT
+        )
+    )
     if not whole:
         notes.append(STALE_SKB_NOTE)
-    else:
-        earliest = _skb_stages(rx, exit_ts, tcp_end, earliest, candidates, notes, details)
-    if rx.flags & RT_RX_PROCESS_CONTEXT:
+    else:  # nic_irq, backlog, softirq and ip_tcp
+        hardirq = hardirq_ts if hardirq_ts <= exit_ts else 0
+        entry = entry_ts if entry_ts <= exit_ts else 0
+        poll = poll_ts if poll_ts <= exit_ts else 0
+        netif_rx = netif_rx_ts if netif_rx_ts <= exit_ts else 0
+        receive = receive_ts if receive_ts <= exit_ts else 0
+        from_hardirq = flags & RT_RX_FROM_HARDIRQ
+        via_backlog = flags & RT_RX_BACKLOG
+
+        if from_hardirq and hardirq and entry:
+            candidates.append(_new(Stage, ("nic_irq", KERNEL, hardirq, entry)))
+            cursor = entry if cursor <= hardirq <= entry else DIRTY
+            details["irq"] = irq
+            earliest = hardirq
+        elif via_backlog or dev == "lo" or dev.startswith("veth"):
+            notes.append(_software_notes.get(dev) or _software_note(dev or "a software device"))
+        elif not from_hardirq:
+            notes.append(NIC_IRQ_NOT_RAISED)
+        else:
+            notes.append(NIC_IRQ_UNSEEN)
+
+        if not via_backlog:
+            notes.append(BACKLOG_NAPI)
+        elif netif_rx and entry >= netif_rx:
+            candidates.append(_new(Stage, ("backlog", KERNEL, netif_rx, entry)))
+            cursor = entry if cursor <= netif_rx <= entry else DIRTY
+            earliest = netif_rx
+        else:
+            notes.append(BACKLOG_RUNNING if netif_rx and entry else BACKLOG_UNSEEN)
+
+        softirq_start = poll or entry
+        if via_backlog and netif_rx > softirq_start:
+            softirq_start = netif_rx  # the packet was queued while this softirq already ran
+        if softirq_start and receive:
+            candidates.append(_new(Stage, ("softirq", KERNEL, softirq_start, receive)))
+            cursor = receive if cursor <= softirq_start <= receive else DIRTY
+            if softirq_start < earliest or not earliest:
+                earliest = softirq_start
+        else:
+            notes.append(SOFTIRQ_UNSEEN)
+
+        if receive and tcp_end:
+            candidates.append(_new(Stage, ("ip_tcp", KERNEL, receive, tcp_end)))
+            cursor = tcp_end if cursor <= receive <= tcp_end else DIRTY
+            if receive < earliest or not earliest:
+                earliest = receive
+        else:
+            notes.append(IP_TCP_UNSEEN)
+    if flags & RT_RX_PROCESS_CONTEXT:
         notes.append(PROCESS_CONTEXT_NOTE)
 
-    epoll_exit = recv.epoll_exit_ts if recv.epoll_exit_ts <= recv.enter_ts else 0
+    recv_enter = recv.enter_ts
+    epoll_exit = recv.epoll_exit_ts
+    if epoll_exit > recv_enter:
+        epoll_exit = 0
     if ready and epoll_exit >= ready:
-        candidates.append(Stage("wakeup", KERNEL, ready, epoll_exit))
+        candidates.append(_new(Stage, ("wakeup", KERNEL, ready, epoll_exit)))
+        cursor = epoll_exit if cursor <= ready <= epoll_exit else DIRTY
         woken = recv.wakeup_ts
         if woken and ready <= woken <= epoll_exit:
             details["wake_path_us"] = (woken - ready) / 1000
@@ -335,90 +421,16 @@ def _kernel_stages(
             WAKEUP_NO_READY if not ready else WAKEUP_NO_EPOLL if not epoll_exit else WAKEUP_AWAKE
         )
 
-    loop_start = max(epoll_exit, tcp_end)
+    loop_start = epoll_exit if epoll_exit >= tcp_end else tcp_end
     if loop_start:
-        candidates.append(Stage("event_loop", EVENT_LOOP, loop_start, recv.enter_ts))
+        candidates.append(_new(Stage, ("event_loop", EVENT_LOOP, loop_start, recv_enter)))
+        cursor = recv_enter if cursor <= loop_start <= recv_enter else DIRTY
     else:
         notes.append(EVENT_LOOP_UNSEEN)
 
-    details["rx_dev"] = rx.dev
-    details["rx_cpu"] = rx.rx_cpu
-    return earliest, whole and earliest > 0
-
-
-def _skb_path_is_stale(rx: RxPath, previous: RecvRecord | None) -> bool:
-    """Whether the NIC/softirq times joined to this segment belong to another packet.
-
-    They are joined in BPF by skb address, and an address reused for another packet can
-    carry an earlier packet's times. Two checks, both impossible for the segment's own:
-    its path through the stack before the previous read on the socket even started (it
-    would then have been that read's data), or a gap from netif_receive_skb to TCP longer
-    than one NET_RX softirq run can last when TCP processed it in that softirq.
-    """
-    # The earliest joined time: they come in this order along the receive path.
-    first = rx.hardirq_ts or rx.netif_rx_ts or rx.softirq_entry_ts or rx.netif_receive_ts
-    if previous is not None and 0 < first < previous.enter_ts:
-        return True
-    receive, tcp = rx.netif_receive_ts, rx.tcp_ts
-    return (
-        tcp - receive > MAX_SOFTIRQ_SPAN_NS and receive > 0 and not rx.flags & RT_RX_PROCESS_CONTEXT
-    )
-
-
-def _skb_stages(
-    rx: RxPath,
-    exit_ts: int,
-    tcp_end: int,
-    earliest: int,
-    candidates: list[Stage],
-    notes: list[str],
-    details: dict[str, Detail],
-) -> int:
-    """nic_irq, backlog, softirq and ip_tcp; returns the earliest timestamp they add."""
-    hardirq = rx.hardirq_ts if rx.hardirq_ts <= exit_ts else 0
-    entry = rx.softirq_entry_ts if rx.softirq_entry_ts <= exit_ts else 0
-    poll = rx.poll_start_ts if rx.poll_start_ts <= exit_ts else 0
-    netif_rx = rx.netif_rx_ts if rx.netif_rx_ts <= exit_ts else 0
-    receive = rx.netif_receive_ts if rx.netif_receive_ts <= exit_ts else 0
-    from_hardirq = rx.flags & RT_RX_FROM_HARDIRQ
-    via_backlog = rx.flags & RT_RX_BACKLOG
-
-    if from_hardirq and hardirq and entry:
-        candidates.append(Stage("nic_irq", KERNEL, hardirq, entry))
-        details["irq"] = rx.irq
-        earliest = hardirq
-    elif via_backlog or rx.dev == "lo" or rx.dev.startswith("veth"):
-        notes.append(_software_note(rx.dev or "a software device"))
-    elif not from_hardirq:
-        notes.append(NIC_IRQ_NOT_RAISED)
-    else:
-        notes.append(NIC_IRQ_UNSEEN)
-
-    if not via_backlog:
-        notes.append(BACKLOG_NAPI)
-    elif netif_rx and entry >= netif_rx:
-        candidates.append(Stage("backlog", KERNEL, netif_rx, entry))
-        earliest = netif_rx
-    else:
-        notes.append(BACKLOG_RUNNING if netif_rx and entry else BACKLOG_UNSEEN)
-
-    softirq_start = poll or entry
-    if via_backlog and netif_rx > softirq_start:
-        softirq_start = netif_rx  # the packet was queued while this softirq already ran
-    if softirq_start and receive:
-        candidates.append(Stage("softirq", KERNEL, softirq_start, receive))
-        if softirq_start < earliest or not earliest:
-            earliest = softirq_start
-    else:
-        notes.append(SOFTIRQ_UNSEEN)
-
-    if receive and tcp_end:
-        candidates.append(Stage("ip_tcp", KERNEL, receive, tcp_end))
-        if receive < earliest or not earliest:
-            earliest = receive
-    else:
-        notes.append(IP_TCP_UNSEEN)
-    return earliest
+    details["rx_dev"] = dev
+    details["rx_cpu"] = rx_cpu
+    return earliest, whole and earliest > 0, cursor
 
 
 def _recv_details(recvs: list[RecvRecord], headers_done: int, details: dict[str, Detail]) -> None:
@@ -443,31 +455,36 @@ def _recv_details(recvs: list[RecvRecord], headers_done: int, details: dict[str,
 def _send_stage(
     ev: RequestEvidence,
     handoff: int,
+    cursor: float,
     candidates: list[Stage],
     notes: list[str],
     details: dict[str, Detail],
-) -> bool:
-    """Add the send stage and the send details; False if response bytes went unseen."""
+) -> tuple[bool, int, float]:
+    """Add the send stage and the send details. Returns whether every response byte was
+    seen in send records, the last exit of the request's sends (0 without any) and the
+    chain check's cursor (see DIRTY)."""
     timing = ev.timing
     sends = ev.sends
     response_bytes = timing.response_bytes
-    final_start = final_end = 0
+    final_start = final_end = last_exit = 0
     if sends:
-        calls = streaming_calls = xmits = time_ns = taken_bytes = streaming_bytes = 0
+        streaming_calls = xmits = time_ns = taken_bytes = streaming_bytes = 0
         for send, taken in sends:
-            calls += 1
+            enter, exit_ts = send.enter_ts, send.ts_ns
             taken_bytes += taken
-            time_ns += send.ts_ns - send.enter_ts
+            time_ns += exit_ts - enter
             xmits += send.xmit_count
-            if send.enter_ts < handoff:
+            if exit_ts > last_exit:
+                last_exit = exit_ts
+            if enter < handoff:
                 streaming_calls += 1
                 streaming_bytes += taken
             else:
                 if not final_start:
-                    final_start = send.enter_ts
-                if send.ts_ns > final_end:
-                    final_end = send.ts_ns
-        details["send_calls"] = calls
+                    final_start = enter
+                if exit_ts > final_end:
+                    final_end = exit_ts
+        details["send_calls"] = len(sends)
         details["send_bytes"] = taken_bytes
         details["send_time_us"] = time_ns / 1000
         details["xmit_count"] = xmits
@@ -481,7 +498,8 @@ def _send_stage(
         details["request_body_bytes"] = timing.request_body_bytes
 
     if final_start:
-        candidates.append(Stage("send", SYSCALL, final_start, final_end))
+        candidates.append(_new(Stage, ("send", SYSCALL, final_start, final_end)))
+        cursor = final_end if cursor <= final_start <= final_end else DIRTY
     elif not response_bytes:
         notes.append(f"send: no response bytes were written ({timing.outcome})")
     elif ev.unix:
@@ -497,5 +515,5 @@ def _send_stage(
         seen = response_bytes - ev.bytes_left
         notes.append(f"send: {seen} of {response_bytes} response bytes seen in send records")
         details["response_bytes_unseen"] = ev.bytes_left
-        return False
-    return True
+        return False, last_exit, cursor
+    return True, last_exit, cursor

@@ -16,8 +16,7 @@ server hooks. JSON keeps them as integers so nothing is lost to float rounding.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 SCHEMA = "reqtrace.trace/1"
 
@@ -75,29 +74,20 @@ REQUIRED_REQUEST_KEYS = (
 Detail = int | float | str
 
 
-# _FAST_INIT: Stage, ConnectionFacts and RequestTrace write their __init__ out instead of
-# letting dataclass generate it. They are built on the correlator's hot path (one trace,
-# one set of facts and ~10 stages per request), and binding object.__setattr__ once per
-# call makes construction ~40% cheaper than the generated frozen __init__, which looks it
-# up again for every field.
+# Stage, ConnectionFacts and RequestTrace are immutable named tuples rather than frozen
+# dataclasses: the correlator builds one trace, one set of facts and ~10 stages per request,
+# and a frozen dataclass's __init__ (object.__setattr__ per field) cost more than the rest
+# of building a trace. Same attribute names, methods and keyword construction; compared as
+# tuples. The correlator builds them with tuple.__new__ (every field given, in order).
 
 
-@dataclass(frozen=True, slots=True, init=False)
-class Stage:
+class Stage(NamedTuple):
     """One step of a request's timeline; both ends were observed."""
 
     name: str
     layer: str
     start_ns: int
     end_ns: int
-
-    def __init__(self, name: str, layer: str, start_ns: int, end_ns: int) -> None:
-        # Written out (see _FAST_INIT): the correlator builds ~10 stages per request.
-        set_ = object.__setattr__
-        set_(self, "name", name)
-        set_(self, "layer", layer)
-        set_(self, "start_ns", start_ns)
-        set_(self, "end_ns", end_ns)
 
     @property
     def duration_ns(self) -> int:
@@ -118,78 +108,40 @@ class Stage:
         return cls(name, str(layer), _integer(data, "start_ns"), _integer(data, "end_ns"))
 
 
-@dataclass(frozen=True, slots=True, init=False)
-class ConnectionFacts:
+class ConnectionFacts(NamedTuple):
     """What is known about the TCP connection a request travelled on, when it completed.
 
     None means "not observed" (the connection predates tracing, or records were lost).
     Counters cover the whole connection so far; the request's own share is in its details.
     """
 
-    handshake_us: float | None  # child socket SYN_RECV -> ESTABLISHED
-    accept_queue_us: float | None  # ESTABLISHED -> accept() returned it
-    established_ns: int
-    accepted_ns: int
-    srtt_us: int | None  # smoothed RTT at the latest received segment
-    rcv_wnd: int | None
-    snd_wnd: int | None
-    retransmits: int
-    resets: int
-    drops: int
-    requests_served: int  # requests completed on this connection, this one included
-    closed_by: str  # "client" | "server" once one side sent its FIN
-
-    def __init__(
-        self,
-        handshake_us: float | None = None,
-        accept_queue_us: float | None = None,
-        established_ns: int = 0,
-        accepted_ns: int = 0,
-        srtt_us: int | None = None,
-        rcv_wnd: int | None = None,
-        snd_wnd: int | None = None,
-        retransmits: int = 0,
-        resets: int = 0,
-        drops: int = 0,
-        requests_served: int = 0,
-        closed_by: str = "",
-    ) -> None:
-        # Written out (see _FAST_INIT): one per request on the correlator's hot path.
-        set_ = object.__setattr__
-        set_(self, "handshake_us", handshake_us)
-        set_(self, "accept_queue_us", accept_queue_us)
-        set_(self, "established_ns", established_ns)
-        set_(self, "accepted_ns", accepted_ns)
-        set_(self, "srtt_us", srtt_us)
-        set_(self, "rcv_wnd", rcv_wnd)
-        set_(self, "snd_wnd", snd_wnd)
-        set_(self, "retransmits", retransmits)
-        set_(self, "resets", resets)
-        set_(self, "drops", drops)
-        set_(self, "requests_served", requests_served)
-        set_(self, "closed_by", closed_by)
+    handshake_us: float | None = None  # child socket SYN_RECV -> ESTABLISHED
+    accept_queue_us: float | None = None  # ESTABLISHED -> accept() returned it
+    established_ns: int = 0
+    accepted_ns: int = 0
+    srtt_us: int | None = None  # smoothed RTT at the latest received segment
+    rcv_wnd: int | None = None
+    snd_wnd: int | None = None
+    retransmits: int = 0
+    resets: int = 0
+    drops: int = 0
+    requests_served: int = 0  # requests completed on this connection, this one included
+    closed_by: str = ""  # "client" | "server" once one side sent its FIN
 
     def to_json(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        return dict(zip(self._fields, self, strict=True))
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ConnectionFacts:
-        known = {name: data[name] for name in cls.__slots__ if name in data}
+        known = {name: data[name] for name in cls._fields if name in data}
         return cls(**known)
 
 
 _NO_FACTS = ConnectionFacts()
 
 
-@dataclass(frozen=True, slots=True, init=False)
-class RequestTrace:
-    """One HTTP request from the first kernel timestamp to the last send syscall exit.
-
-    `details` holds extra numbers (recv/send call counts, wake-up split, ...) keyed by name;
-    treat it as read-only. `headers` are the request headers the server captured (values of
-    credentials are redacted by the recorder, not here).
-    """
-
+class _RequestTraceFields(NamedTuple):
+    # The fields of RequestTrace, in order (RequestTrace adds a fresh `details` default).
     id: int
     pid: int
     fd: int
@@ -204,17 +156,28 @@ class RequestTrace:
     end_ns: int
     complete: bool
     stages: tuple[Stage, ...]
-    notes: tuple[str, ...] = ()
-    connection: ConnectionFacts = _NO_FACTS
-    details: Mapping[str, Detail] = field(default_factory=dict)
-    tid: int = 0
-    query: str = ""
-    http_version: str = ""
-    outcome: str = ""
-    headers: tuple[tuple[str, str], ...] = ()
+    notes: tuple[str, ...]
+    connection: ConnectionFacts
+    details: Mapping[str, Detail]
+    tid: int
+    query: str
+    http_version: str
+    outcome: str
+    headers: tuple[tuple[str, str], ...]
 
-    def __init__(
-        self,
+
+class RequestTrace(_RequestTraceFields):
+    """One HTTP request from the first kernel timestamp to the last send syscall exit.
+
+    `details` holds extra numbers (recv/send call counts, wake-up split, ...) keyed by name;
+    treat it as read-only. `headers` are the request headers the server captured (values of
+    credentials are redacted by the recorder, not here).
+    """
+
+    __slots__ = ()
+
+    def __new__(
+        cls,
         id: int,
         pid: int,
         fd: int,
@@ -237,31 +200,15 @@ class RequestTrace:
         http_version: str = "",
         outcome: str = "",
         headers: tuple[tuple[str, str], ...] = (),
-    ) -> None:
-        # Written out (see _FAST_INIT): one per request on the correlator's hot path.
-        set_ = object.__setattr__
-        set_(self, "id", id)
-        set_(self, "pid", pid)
-        set_(self, "fd", fd)
-        set_(self, "conn_id", conn_id)
-        set_(self, "seq", seq)
-        set_(self, "method", method)
-        set_(self, "path", path)
-        set_(self, "status", status)
-        set_(self, "client", client)
-        set_(self, "server", server)
-        set_(self, "start_ns", start_ns)
-        set_(self, "end_ns", end_ns)
-        set_(self, "complete", complete)
-        set_(self, "stages", stages)
-        set_(self, "notes", notes)
-        set_(self, "connection", connection)
-        set_(self, "details", {} if details is None else details)
-        set_(self, "tid", tid)
-        set_(self, "query", query)
-        set_(self, "http_version", http_version)
-        set_(self, "outcome", outcome)
-        set_(self, "headers", headers)
+    ) -> RequestTrace:
+        return tuple.__new__(
+            cls,
+            (
+                id, pid, fd, conn_id, seq, method, path, status, client, server, start_ns,
+                end_ns, complete, stages, notes, connection, {} if details is None else details,
+                tid, query, http_version, outcome, headers,
+            ),
+        )  # fmt: skip
 
     @property
     def total_ns(self) -> int:
