@@ -45,6 +45,7 @@ class ReqtraceApp(App[None]):
 
     BINDINGS = [
         Binding("q", "quit", "quit"),
+        Binding("ctrl+c", "quit", "quit", show=False, priority=True),
         Binding("question_mark", "help", "help"),
         Binding("slash", "filter", "filter"),
         Binding("space", "pause", "pause"),
@@ -199,7 +200,7 @@ class ReqtraceApp(App[None]):
         self.query_one(RequestList).focus()
         self._show_rows()
 
-    def action_back(self) -> None:
+    def action_back(self) -> None:  # type: ignore[override]  # ours is not a coroutine
         box = self.query_one("#filter", Input)
         if box.has_class("visible"):
             box.remove_class("visible")
@@ -213,7 +214,7 @@ class ReqtraceApp(App[None]):
         path = self.save_screenshot(path=str(Path.cwd()))
         self.notify(f"screenshot saved to {path}")
 
-    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         yield SystemCommand("Filter requests", "Filter the list (/)", self.action_filter)
         yield SystemCommand("Pause or resume", "Freeze the list (space)", self.action_pause)

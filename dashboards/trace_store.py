@@ -45,40 +45,41 @@ class FilterError(ValueError):
     pass
 
 
-def compile_filter(text: str) -> Callable[[RequestTrace], bool]:
+Predicate = Callable[[RequestTrace], bool]
+
+
+def compile_filter(text: str) -> Predicate:
     """A predicate for the filter syntax above; raises FilterError for a malformed term."""
-    tests: list[Callable[[RequestTrace], bool]] = []
-    for term in text.split():
-        lowered = term.lower()
-        if lowered.startswith("status:"):
-            prefix = lowered[7:]
-            tests.append(lambda t, p=prefix: str(t.status).startswith(p))
-        elif lowered.startswith("stage:"):
-            name = lowered[6:]
-            if name not in STAGE_NAMES:
-                raise FilterError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}")
-            tests.append(lambda t, n=name: _dominant_name(t) == n)
-        elif lowered == "incomplete":
-            tests.append(lambda t: not t.complete)
-        elif term[:1] in "<>":
-            match = _DURATION.match(term)
-            if not match:
-                raise FilterError(f"bad duration term {term!r}; try >10ms or <500us")
-            limit = float(match.group(2)) * UNITS_NS[match.group(3)]
-            if match.group(1) == ">":
-                tests.append(lambda t, lim=limit: t.total_ns >= lim)
-            else:
-                tests.append(lambda t, lim=limit: t.total_ns < lim)
-        else:
-            tests.append(
-                lambda t, s=lowered: (
-                    s in t.path.lower()
-                    or s == t.method.lower()
-                    or str(t.status).startswith(s)
-                    or s == _dominant_name(t)
-                )
-            )
+    tests = [_term_test(term) for term in text.split()]
     return lambda trace: all(test(trace) for test in tests)
+
+
+def _term_test(term: str) -> Predicate:
+    lowered = term.lower()
+    if lowered.startswith("status:"):
+        prefix = lowered[7:]
+        return lambda t: str(t.status).startswith(prefix)
+    if lowered.startswith("stage:"):
+        name = lowered[6:]
+        if name not in STAGE_NAMES:
+            raise FilterError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}")
+        return lambda t: _dominant_name(t) == name
+    if lowered == "incomplete":
+        return lambda t: not t.complete
+    if term[:1] in "<>":
+        match = _DURATION.match(term)
+        if not match:
+            raise FilterError(f"bad duration term {term!r}; try >10ms or <500us")
+        limit = float(match.group(2)) * UNITS_NS[match.group(3)]
+        if match.group(1) == ">":
+            return lambda t: t.total_ns >= limit
+        return lambda t: t.total_ns < limit
+    return lambda t: (
+        lowered in t.path.lower()
+        or lowered == t.method.lower()
+        or str(t.status).startswith(lowered)
+        or lowered == _dominant_name(t)
+    )
 
 
 @dataclass

@@ -58,7 +58,7 @@ def test_tcp_probe_tracepoint_sees_a_loopback_request_with_its_ports() -> None:
             conn.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
 
     try:
-        bpf["segments"].open_ring_buffer(on_segment)
+        bpf[b"segments"].open_ring_buffer(on_segment)
         server = threading.Thread(target=serve_one)
         server.start()
         start_ns = time.monotonic_ns()

@@ -12,8 +12,39 @@ from collections.abc import Sequence
 
 from tracer import __version__
 
+DEMO_APP = "tracer.demo_app:app"
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    trace = parser.add_argument_group("tracing")
+    trace.add_argument("--record", metavar="FILE", help="write every request to a recording")
+    trace.add_argument(
+        "--record-raw",
+        metavar="FILE",
+        help="also write every kernel and hook record, to replay the correlation later",
+    )
+    trace.add_argument("--no-tui", action="store_true", help="log one line per request instead")
+    trace.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    trace.add_argument("--max-requests", type=int, metavar="N", help="stop after N requests")
+    trace.add_argument(
+        "--user", metavar="NAME", help="run the app as NAME (default: the sudo caller)"
+    )
+    trace.add_argument(
+        "--slower-than",
+        type=float,
+        metavar="MS",
+        help="record only requests slower than MS milliseconds (the rest are counted)",
+    )
+    trace.add_argument(
+        "--no-redact",
+        action="store_true",
+        help="keep Authorization/Cookie values in recordings (redacted by default)",
+    )
+
 
 def build_parser() -> argparse.ArgumentParser:
+    from tracer.server.config import add_hook_arguments, add_server_arguments
+
     parser = argparse.ArgumentParser(
         prog="reqtrace",
         description="Follow HTTP requests from the network card to a Python ASGI app and back.",
@@ -21,19 +52,73 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"reqtrace {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    doctor = commands.add_parser(
-        "doctor", help="check kernel, BCC, headers, privileges and the probe plan"
-    )
-    doctor.add_argument("--json", action="store_true", help="machine-readable output")
-
-    from tracer.server.config import add_hook_arguments, add_server_arguments
-
     serve = commands.add_parser(
         "serve", help="run an ASGI app on the bundled server (no tracing, no root needed)"
     )
     add_server_arguments(serve)
     add_hook_arguments(serve)
+
+    run = commands.add_parser("run", help="serve an ASGI app and trace every request (needs root)")
+    add_server_arguments(run)
+    _add_run_arguments(run)
+
+    demo = commands.add_parser(
+        "demo", help="an example app under built-in load, traced live (needs root)"
+    )
+    demo.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any)")
+    demo.add_argument("--rate", type=float, default=60.0, help="requests per second of load")
+    demo.add_argument("--connections", type=int, default=4, help="client connections")
+    _add_run_arguments(demo)
+
+    show = commands.add_parser("show", help="open the dashboard on a recording")
+    show.add_argument("file")
+
+    report = commands.add_parser("report", help="per-stage breakdown of a recording")
+    report.add_argument("file")
+    report.add_argument("--json", action="store_true", help="machine-readable output")
+
+    export = commands.add_parser("export", help="convert a recording (Perfetto, plain JSON)")
+    export.add_argument("file")
+    export.add_argument("--format", choices=["perfetto", "json"], required=True)
+    export.add_argument("-o", "--output", required=True, metavar="OUT", help="'-' for stdout")
+
+    doctor = commands.add_parser(
+        "doctor", help="check kernel, BCC, headers, privileges and the probe plan"
+    )
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    doctor.add_argument(
+        "--ebpf", action="store_true", help="print the BPF program the plan compiles, and exit"
+    )
     return parser
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from tracer.run import RunSession, _options_from_args, prepare_and_execute
+    from tracer.server.config import Config
+
+    config = Config(
+        app=DEMO_APP, host="127.0.0.1", port=args.port, log_level="warning", access_log=False
+    )
+    options = _options_from_args(args)
+
+    def add_load(session: RunSession) -> None:  # the port is known once prepared
+        options.demo_load = [
+            sys.executable,
+            "-m",
+            "tracer.load_generator",
+            "--port",
+            str(session.port),
+            "--rate",
+            str(args.rate),
+            "--connections",
+            str(args.connections),
+            "--duration",
+            str(args.duration or 600.0),
+            "--max-requests",
+            str(args.max_requests or 200_000),
+        ]
+
+    return prepare_and_execute(RunSession(config, options), add_load)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,12 +127,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "doctor":
             from tracer.doctor import run_doctor
 
-            return run_doctor(args.json)
+            return run_doctor(args.json, args.ebpf)
         if args.command == "serve":
             from tracer.server.config import config_from_args
             from tracer.server.main import serve
 
             return serve(config_from_args(args))
+        if args.command == "run":
+            from tracer.run import run_command
+
+            return run_command(args)
+        if args.command == "demo":
+            return _demo(args)
+        if args.command == "show":
+            from dashboards.show import run_show
+
+            return run_show(args.file)
+        if args.command == "report":
+            from tracer.report import run_report
+
+            return run_report(args.file, args.json)
+        if args.command == "export":
+            from tracer.export import run_export
+
+            return run_export(args.file, args.format, args.output)
     except KeyboardInterrupt:
         return 130
     raise AssertionError(f"unhandled command {args.command}")

@@ -131,7 +131,9 @@ def render(facts: SystemFacts, plan: ProbePlan, missing: list[Missing], console:
         console.print("[red]reqtrace cannot trace here yet (see the lines above).[/red]")
 
 
-def run_doctor(json_output: bool) -> int:
+def run_doctor(json_output: bool, ebpf: bool = False) -> int:
+    if ebpf:
+        return print_program()
     facts, plan, missing = diagnose()
     if json_output:
         json.dump(as_json(facts, plan, missing), sys.stdout, indent=2)
@@ -139,3 +141,18 @@ def run_doctor(json_output: bool) -> int:
     else:
         render(facts, plan, missing, Console())
     return 0 if can_trace(facts, plan, missing) else 1
+
+
+def print_program() -> int:
+    """`reqtrace doctor --ebpf`: the program and flags the loader would compile here."""
+    from tracer.bpf_program import program_listing
+
+    facts = gather()
+    blocker = tracing_blocker(facts)
+    if blocker:
+        print(blocker, file=sys.stderr)
+        return 1
+    with AttachTrials(facts) as trials:
+        plan = build_plan(trials)
+    sys.stdout.write(program_listing(plan))
+    return 0

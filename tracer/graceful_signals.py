@@ -1,4 +1,4 @@
-"""Turn SIGTERM and SIGHUP into a normal exit, so `finally` blocks run.
+"""Turn SIGTERM and SIGHUP into a normal exit (or a stop request), so cleanups run.
 
 Python's default SIGTERM action kills the process without unwinding: probes would not be
 detached by our code, the recording would miss its footer, the terminal would stay raw.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import threading
 from collections.abc import Iterator
 from types import FrameType
 
@@ -23,6 +24,29 @@ def _raise_exit(signum: int, _frame: FrameType | None) -> None:
 @contextlib.contextmanager
 def exit_cleanly_on_signals() -> Iterator[None]:
     previous = {sig: signal.signal(sig, _raise_exit) for sig in HANDLED}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """Make Ctrl-C, SIGTERM and SIGHUP set `stop` instead of interrupting whatever runs.
+
+    For a long-running command that polls `stop` (reqtrace run): a signal that arrives while
+    probes are compiling or the server is starting is not lost, and it never lands in the
+    middle of a cleanup step. Previous handlers are restored on the way out.
+    """
+
+    def _request_stop(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, _request_stop) for sig in STOP_SIGNALS}
     try:
         yield
     finally:

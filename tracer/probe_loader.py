@@ -203,4 +203,4 @@ def _prog_info(fd: int) -> int:
     length = ctypes.c_uint32(ctypes.sizeof(info))
     if lib.bpf_obj_get_info(fd, ctypes.byref(info), ctypes.byref(length)) != 0:
         return 0
-    return ProgInfo.from_buffer(info).id
+    return int(ProgInfo.from_buffer(info).id)

@@ -142,7 +142,7 @@ class HookChannelWriter:
         if not pending and not self._backlog:
             return
         # All per-record work here runs in C (map/zip/join): length prefix, marshal, join.
-        payloads = list(map(marshal.dumps, pending, repeat(MARSHAL_VERSION, len(pending))))
+        payloads = list(map(marshal.dumps, pending, repeat(MARSHAL_VERSION, len(pending))))  # type: ignore[arg-type]  # tuples of ints, bytes and strs marshal
         lengths = map(FRAME_LENGTH.pack, map(len, payloads))
         frames = chain.from_iterable(zip(lengths, payloads, strict=True))
         data = self._backlog + b"".join(frames)

@@ -1,0 +1,105 @@
+"""`reqtrace demo` in a real terminal (tmux): the screen fills, Ctrl-C exits cleanly.
+
+This is the README's main-job command as a newcomer runs it. The Pilot and snapshot tests
+cover the widgets; this one covers what only a real pty shows: the app starts in a
+terminal, live requests and a waterfall appear, Ctrl-C (a key in raw mode, not a signal)
+stops the run, the recording gets its footer and the exit status is 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .helpers import ROOT
+
+pytestmark = pytest.mark.bpf
+
+WIDTH, HEIGHT = 160, 45
+
+
+class Tmux:
+    """A private tmux server (its own socket), killed whatever happens."""
+
+    def __init__(self, name: str) -> None:
+        self.base = ["tmux", "-L", name]
+
+    def __call__(self, *args: str) -> str:
+        result = subprocess.run(
+            [*self.base, *args], capture_output=True, text=True, timeout=10, check=True
+        )
+        return result.stdout
+
+    def screen(self) -> str:
+        return self("capture-pane", "-p", "-t", "demo")
+
+    def kill(self) -> None:
+        subprocess.run([*self.base, "kill-server"], capture_output=True, timeout=10, check=False)
+
+
+@pytest.fixture
+def tmux() -> Iterator[Tmux]:
+    if subprocess.run(["which", "tmux"], capture_output=True, check=False).returncode:
+        pytest.fail("tmux is missing: scripts/setup installs it")
+    server = Tmux(f"reqtrace-test-{os.getpid()}")
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+def _wait_for(condition: object, what: str, tmux: Tmux, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    screen = ""
+    while time.monotonic() < deadline:
+        screen = tmux.screen()
+        if condition(screen):  # type: ignore[operator]
+            return screen
+        time.sleep(0.5)
+    raise AssertionError(f"{what} never appeared; the screen was:\n{screen}")
+
+
+def _shows_requests_and_a_waterfall(screen: str) -> bool:
+    rows = [line for line in screen.splitlines() if line[13:20].strip() in {"GET", "POST"}]
+    waterfall = all(f" {stage} " in screen for stage in ("softirq", "wakeup", "recv", "app"))
+    return len(rows) >= 5 and waterfall and "kernel" in screen and "µs" in screen
+
+
+def test_demo_in_a_real_terminal(tmux: Tmux, tmp_path: Path) -> None:
+    recording = tmp_path / "demo.jsonl"
+    status_file = tmp_path / "status"
+    # Bounded even if Ctrl-C were ignored: the demo stops itself after 90 s.
+    # COLUMNS/LINES (pytest's own terminal size may be in the environment) would override the
+    # pane's real size in Textual.
+    command = (
+        f"cd {shlex.quote(str(ROOT))} && env -u COLUMNS -u LINES "
+        f"{shlex.quote(sys.executable)} -m tracer demo "
+        f"--duration 90 --record {shlex.quote(str(recording))}; "
+        f"echo $? > {shlex.quote(str(status_file))}"
+    )
+    tmux("new-session", "-d", "-s", "demo", "-x", str(WIDTH), "-y", str(HEIGHT), command)
+
+    screen = _wait_for(_shows_requests_and_a_waterfall, "requests and a waterfall", tmux, 60)
+    assert "reqtrace" in screen.splitlines()[0] and "demo_app" in screen.splitlines()[0]
+    assert "lost 0" in screen
+
+    tmux("send-keys", "-t", "demo", "C-c")
+    deadline = time.monotonic() + 40
+    while not status_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert status_file.exists(), f"Ctrl-C did not end the demo:\n{tmux.screen()}"
+    assert status_file.read_text().strip() == "0"
+
+    lines = recording.read_text().splitlines()
+    header, footer = json.loads(lines[0]), json.loads(lines[-1])
+    assert header["type"] == "header" and footer["type"] == "footer"
+    assert footer["requests"] == len(lines) - 2 >= 5
+    assert oct(recording.stat().st_mode & 0o777) == "0o600"

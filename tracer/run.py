@@ -1,0 +1,477 @@
+"""`reqtrace run APP`: serve an app in a child process and trace every request it handles.
+
+Order of operations (each step only when the previous one worked):
+
+1. Check we can trace (root, BCC, tracefs, headers) and resolve whom the app runs as.
+2. Open the listening socket here: the port is known before any traffic can arrive.
+3. Try the attach strategies (the probe plan) and load the probes, still inert.
+4. Start the server child with the socket, the hook pipe and a control pipe. It waits.
+5. Write the child's pid and the port into the probe filters and enable them; then tell the
+   child to go. It drops privileges, imports the app and serves.
+6. A pipeline thread correlates kernel records and server hooks into traces and hands
+   them to the sinks: the recording, the dashboard (or the one-line-per-request log).
+7. On Ctrl-C / SIGTERM / --duration / --max-requests / the dashboard's q: stop the child
+   gracefully (SIGTERM, then SIGKILL after the grace period), take its last hook records,
+   drain the ring buffer, flush the correlator, write the recording's footer, detach the
+   probes, restore the terminal. A child that exits by itself is reported with its status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tracer import __version__
+from tracer.attach_plan import ProbePlan, build_plan
+from tracer.attach_trials import AttachTrials
+from tracer.correlator import Correlator
+from tracer.graceful_signals import stop_on_signals
+from tracer.listener import ListenError, listener_port, listener_url, open_listener
+from tracer.pipeline import Pipeline, TraceSink
+from tracer.privileges import Account, PrivilegeError, resolve_account
+from tracer.probe_loader import ProbeLoadError, ProbeSession
+from tracer.raw_log import LoggingCorrelator, RawLogWriter
+from tracer.recorder import Recorder
+from tracer.recording import Recording
+from tracer.request_log import RequestLog
+from tracer.server.config import Config
+from tracer.server.hook_channel import HookChannelReader
+from tracer.system_facts import gather, tracing_blocker
+from tracer.trace_model import RequestTrace
+
+EXIT_CANNOT_TRACE = 2
+
+
+class RunError(RuntimeError):
+    """Something stops the run before it starts; the message is one sentence."""
+
+
+@dataclass
+class RunOptions:
+    record: str | None = None
+    record_raw: str | None = None
+    no_tui: bool = False
+    duration: float | None = None
+    max_requests: int | None = None
+    user: str | None = None
+    slower_than_ms: float | None = None
+    redact: bool = True
+    demo_load: list[str] | None = None  # argv of a load generator to start with the server
+
+
+@dataclass
+class RunResult:
+    requests: int = 0
+    recorded: int = 0
+    skipped_fast: int = 0
+    lost_records: dict[str, int] = field(default_factory=dict)
+    child_status: int | None = None
+    child_exited_by_itself: bool = False
+    server_log: str = ""
+
+
+class RecordingSink:
+    """Writes traces to the recording; with --slower-than, only slow ones (the rest counted)."""
+
+    def __init__(self, recorder: Recorder, slower_than_ms: float | None) -> None:
+        self.recorder = recorder
+        self.threshold_ns = None if slower_than_ms is None else slower_than_ms * 1e6
+        self.skipped = 0
+
+    def __call__(self, traces: list[RequestTrace]) -> None:
+        for trace in traces:
+            if self.threshold_ns is not None and trace.total_ns < self.threshold_ns:
+                self.skipped += 1
+            else:
+                self.recorder.write(trace)
+
+
+class Tail:
+    """Keeps the last traces for the final report of a --no-tui run (bounded)."""
+
+    def __init__(self, size: int = 100_000) -> None:
+        self.traces: deque[RequestTrace] = deque(maxlen=size)
+
+    def __call__(self, traces: list[RequestTrace]) -> None:
+        self.traces.extend(traces)
+
+
+class RunSession:
+    def __init__(self, config: Config, options: RunOptions, argv: list[str] | None = None) -> None:
+        self.config = config
+        self.options = options
+        self.argv = argv or sys.argv
+        self.result = RunResult()
+        self.stop = threading.Event()
+        self.clock_offset_ns = time.time_ns() - time.monotonic_ns()
+        self.account: Account | None = None
+        self.listener: socket.socket | None = None
+        self.plan: ProbePlan | None = None
+        self.child: subprocess.Popen[bytes] | None = None
+        self.load: subprocess.Popen[bytes] | None = None
+        self.pipeline: Pipeline | None = None
+        self.recording_sink: RecordingSink | None = None
+        self.tail = Tail()
+        self.extra_sinks: list[TraceSink] = []  # e.g. the dashboard's live feed
+        self._server_log_fd: int | None = None
+
+    # -- 1-3: before the server exists --------------------------------------------------
+
+    def prepare(self) -> None:
+        facts = gather()
+        blocker = tracing_blocker(facts)
+        if blocker:
+            raise RunError(blocker)
+        try:
+            self.account = resolve_account(self.options.user)
+        except PrivilegeError as exc:
+            raise RunError(str(exc)) from None
+        try:
+            self.listener = open_listener(self.config)
+        except ListenError as exc:
+            raise RunError(str(exc)) from None
+        with AttachTrials(facts) as trials:
+            self.plan = build_plan(trials)
+        if not self.plan.can_trace:
+            missing = ", ".join(e.point.name for e in self.plan.missing_required)
+            raise RunError(
+                f"required probe points cannot attach here ({missing}); see reqtrace doctor"
+            )
+
+    @property
+    def port(self) -> int:
+        assert self.listener is not None
+        return listener_port(self.listener)
+
+    @property
+    def url(self) -> str:
+        assert self.listener is not None
+        return listener_url(self.listener)
+
+    def recording_header(self) -> dict[str, Any]:
+        assert self.plan is not None and self.account is not None
+        return {
+            "reqtrace_version": __version__,
+            "host": platform.node(),
+            "kernel": platform.release(),
+            "app": str(self.config.app),
+            "address": self.url,
+            "server_pid": self.child.pid if self.child else 0,
+            "runs_as": self.account.name,
+            "started_unix_ns": time.time_ns(),
+            "clock_offset_ns": self.clock_offset_ns,
+            "probe_plan": self.plan.as_json(),
+            "coverage": self.plan.coverage(),
+            "command": self.argv,
+        }
+
+    # -- 4-5: the server child ----------------------------------------------------------
+
+    def start_server(self, probes: ProbeSession) -> HookChannelReader:
+        assert self.listener is not None and self.account is not None
+        hook_read, hook_write = os.pipe()
+        control_read, control_write = os.pipe()
+        os.set_inheritable(hook_write, True)
+        os.set_inheritable(control_read, True)
+        child_config = dataclasses.replace(
+            self.config,
+            fd=self.listener.fileno(),
+            hook_fd=hook_write,
+            hook_capture_headers=True,
+        )
+        fields = {f.name: getattr(child_config, f.name) for f in dataclasses.fields(child_config)}
+        argv = [
+            sys.executable,
+            "-m",
+            "tracer.run_child",
+            "--config",
+            json.dumps(fields),
+            "--control-fd",
+            str(control_read),
+        ]
+        if not self.account.is_root:
+            argv += ["--run-as", self.account.spec()]
+        stdout, stderr = self._server_output()
+        self.child = subprocess.Popen(
+            argv,
+            pass_fds=(self.listener.fileno(), hook_write, control_read),
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,  # Ctrl-C goes to us; we stop the server gracefully
+        )
+        os.close(hook_write)
+        os.close(control_read)
+        probes.set_targets(tgids={self.child.pid}, ports={self.port} if self.port else ())
+        os.write(control_write, b"G")
+        os.close(control_write)
+        return HookChannelReader(hook_read)
+
+    def _check_startup(self, seconds: float = 1.0) -> None:
+        """Catch a server that dies while starting (app import error, lifespan failure)."""
+        assert self.child is not None
+        try:
+            status = self.child.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            return
+        tail = server_log_tail(self.result.server_log)
+        detail = f":\n{tail}" if tail else " (its output is above)"
+        raise RunError(f"the server exited at startup with status {status}{detail}")
+
+    def _server_output(self) -> tuple[Any, Any]:
+        """--no-tui: the server's logs go to our terminal; with the dashboard, to a file."""
+        if self.options.no_tui:
+            return None, None
+        fd, path = tempfile.mkstemp(prefix="reqtrace-server-", suffix=".log")
+        if self.account is not None and not self.account.is_root:
+            os.fchown(fd, self.account.uid, self.account.gid)
+        self._server_log_fd = fd
+        self.result.server_log = path
+        return fd, subprocess.STDOUT
+
+    def start_load(self) -> None:
+        if self.options.demo_load:
+            self.load = subprocess.Popen(
+                self.options.demo_load,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    # -- 7: stopping -------------------------------------------------------------------
+
+    def stop_server(self) -> None:
+        grace_of_server = self.config.timeout_graceful_shutdown + 2
+        for process, grace in ((self.load, 2.0), (self.child, grace_of_server)):
+            if process is None or process.poll() is not None:
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self.child is not None:
+            self.result.child_status = self.child.returncode
+        if self._server_log_fd is not None:
+            os.close(self._server_log_fd)
+            self._server_log_fd = None
+
+    def child_exited(self) -> bool:
+        return self.child is not None and self.child.poll() is not None
+
+    def should_stop(self) -> str:
+        """Why the run should end now ("" to go on)."""
+        if self.stop.is_set():
+            return "stopped"
+        if self.child_exited():
+            self.result.child_exited_by_itself = True
+            return f"the server exited with status {self.child.returncode}"  # type: ignore[union-attr]
+        if self.pipeline and self.pipeline.error:
+            return f"the tracer's pipeline failed: {self.pipeline.error}"
+        limit = self.options.max_requests
+        if limit and self.pipeline and self.pipeline.counters.traces >= limit:
+            return f"{limit} requests traced"
+        return ""
+
+    # -- the whole run -----------------------------------------------------------------
+
+    def run(self, wait: Callable[[RunSession], None]) -> RunResult:
+        """Steps 3-7; `wait` runs the dashboard or the headless loop until it is time to stop."""
+        assert self.plan is not None
+        with contextlib.ExitStack() as stack:
+            try:
+                probes = stack.enter_context(ProbeSession(self.plan))
+            except ProbeLoadError as exc:
+                raise RunError(str(exc)) from None
+            if self.stop.is_set():  # stopped while the probes compiled: never start the server
+                return self.result
+            hooks = self.start_server(probes)
+            stack.callback(self.stop_server)
+            self._check_startup()
+            correlator: Any = Correlator()
+            if self.options.record_raw:
+                writer = stack.enter_context(RawLogWriter(self.options.record_raw))
+                correlator = LoggingCorrelator(correlator, writer)
+            recorder = None
+            if self.options.record:
+                header = self.recording_header()
+                recorder = Recorder(self.options.record, header, self.options.redact)
+                self.recording_sink = RecordingSink(recorder, self.options.slower_than_ms)
+            self.pipeline = Pipeline(correlator, probes, hooks, self._sinks())
+            pipeline_stop = threading.Event()
+            thread = threading.Thread(
+                target=self.pipeline.run,
+                args=(pipeline_stop,),
+                name="reqtrace-pipeline",
+                daemon=True,
+            )
+            thread.start()
+            self.start_load()
+            try:
+                wait(self)
+            finally:
+                self.stop_server()
+                pipeline_stop.set()
+                thread.join(timeout=10)
+                self.pipeline.finish(hooks_done=self.child_exited)
+                hooks.close()
+                self.result.requests = self.pipeline.counters.traces
+                self.result.lost_records = dict(self.pipeline.counters.lost_by_type)
+                if recorder is not None:
+                    assert self.recording_sink is not None
+                    self.result.recorded = recorder.requests
+                    self.result.skipped_fast = self.recording_sink.skipped
+                    recorder.close(
+                        lost_records=self.result.lost_records,
+                        extra={
+                            "skipped_faster_than_ms": self.options.slower_than_ms,
+                            "skipped": self.recording_sink.skipped,
+                            "server_exit_status": self.result.child_status,
+                            "hook_records_dropped": hooks.dropped,
+                            "correlator": correlator.stats.as_dict(),
+                        },
+                    )
+        return self.result
+
+    def _sinks(self) -> list[TraceSink]:
+        sinks: list[TraceSink] = [self.tail]
+        if self.recording_sink is not None:
+            sinks.append(self.recording_sink)
+        if self.options.no_tui:
+            sinks.append(RequestLog(self.clock_offset_ns))
+        return [*sinks, *self.extra_sinks]
+
+    def final_recording(self) -> Recording:
+        """What the run saw, as a Recording for the final report."""
+        footer = {"requests": self.result.requests, "lost_records": self.result.lost_records}
+        return Recording(None, list(self.tail.traces), footer, [], self.options.record or "")
+
+
+def wait_headless(session: RunSession) -> None:
+    """--no-tui: wait for a signal, the duration, --max-requests or the server's exit."""
+    deadline = time.monotonic() + session.options.duration if session.options.duration else None
+    while True:
+        reason = session.should_stop()
+        if reason:
+            if reason != "stopped":
+                print(f"reqtrace: {reason}", file=sys.stderr)
+            return
+        if deadline is not None and time.monotonic() >= deadline:
+            return
+        session.stop.wait(0.1)
+
+
+def describe_exit(result: RunResult) -> str:
+    lost = sum(result.lost_records.values())
+    parts = [f"{result.requests:,} requests traced", f"{lost:,} records lost"]
+    if result.recorded or result.skipped_fast:
+        parts.append(f"{result.recorded:,} recorded")
+    if result.skipped_fast:
+        parts.append(f"{result.skipped_fast:,} faster ones only counted")
+    if result.child_exited_by_itself:
+        parts.append(f"the server exited by itself with status {result.child_status}")
+    return "reqtrace: " + ", ".join(parts)
+
+
+def server_log_tail(path: str, lines: int = 20) -> str:
+    if not path:
+        return ""
+    with contextlib.suppress(OSError):
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    return ""
+
+
+def _options_from_args(args: Any) -> RunOptions:
+    return RunOptions(
+        record=args.record,
+        record_raw=args.record_raw,
+        no_tui=args.no_tui,
+        duration=args.duration,
+        max_requests=args.max_requests,
+        user=args.user,
+        slower_than_ms=args.slower_than,
+        redact=not args.no_redact,
+    )
+
+
+def execute(session: RunSession) -> int:
+    """Run a prepared session with the dashboard or headless; print the outcome."""
+    options = session.options
+    if options.no_tui or not sys.stdout.isatty():
+        options.no_tui = True
+        wait: Callable[[RunSession], None] = wait_headless
+    else:
+        from dashboards.live import new_live_feed, run_dashboard
+
+        feed = new_live_feed(str(session.config.app))
+        session.extra_sinks.append(feed.put)
+
+        def wait(running: RunSession) -> None:
+            run_dashboard(running, feed)
+
+    try:
+        result = session.run(wait)
+    except RunError as exc:
+        print(f"reqtrace: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_TRACE
+    print(describe_exit(result), file=sys.stderr)
+    if result.child_exited_by_itself and result.server_log:
+        tail = server_log_tail(result.server_log)
+        if tail:
+            print(f"the server's last log lines ({result.server_log}):\n{tail}", file=sys.stderr)
+    if options.no_tui and result.requests:
+        from rich.console import Console
+
+        from tracer.report import build_report, render_report
+
+        render_report(build_report(session.final_recording()), Console(stderr=True))
+    if options.record:
+        print(f"reqtrace: recording written to {options.record}", file=sys.stderr)
+    if result.child_exited_by_itself and result.child_status:
+        return 1
+    return 0
+
+
+def run_command(args: Any) -> int:
+    """`reqtrace run APP ...` (args from the CLI parser)."""
+    from tracer.server.config import config_from_args
+
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        print(f"reqtrace: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_TRACE
+    return prepare_and_execute(RunSession(config, _options_from_args(args)))
+
+
+def prepare_and_execute(
+    session: RunSession, when_prepared: Callable[[RunSession], None] | None = None
+) -> int:
+    """Steps 1-7 with Ctrl-C/SIGTERM/SIGHUP turned into a stop request from the start."""
+    with stop_on_signals(session.stop):
+        try:
+            session.prepare()
+        except RunError as exc:
+            print(f"reqtrace: {exc}", file=sys.stderr)
+            return EXIT_CANNOT_TRACE
+        if when_prepared is not None:
+            when_prepared(session)
+        return execute(session)
