@@ -12,6 +12,7 @@ from textual.widgets import Footer, Static
 
 from dashboards.render import layer_color
 from dashboards.trace_store import TraceStore
+from dashboards.waterfall import OPTIONAL_ROWS
 from tracer.trace_model import LAYER_OF, STAGE_NAMES, STAGE_SPANS
 from tracer.units import format_duration
 
@@ -68,6 +69,8 @@ def aggregate_table(store: TraceStore) -> Table:
         layer = LAYER_OF.get(name, "")
         label = Text(name, style=layer_color(layer) if layer else "bold")
         if entry is None:
+            if name in OPTIONAL_ROWS:  # e.g. body: no uploads in the window
+                continue
             table.add_row(label, layer, "0", "—", "—", "—", STAGE_SPANS.get(name, ""))
             continue
         table.add_row(

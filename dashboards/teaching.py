@@ -116,6 +116,16 @@ def _parse(t: RequestTrace, s: Stage) -> str:
     )
 
 
+def _body(t: RequestTrace, s: Stage) -> str:
+    size = _detail(t, "request_body_bytes", 0)
+    reads, segments = _detail(t, "body_recv_calls", "?"), _detail(t, "segments", "?")
+    return (
+        f"After the headers, the {size:,} B request body still had to cross the network and "
+        f"be read: {reads} more recv call(s), {segments} TCP segment(s) in all, "
+        f"{format_duration(s.duration_ns)}. The app's receive() waited for it meanwhile."
+    )
+
+
 def _app(t: RequestTrace, s: Stage) -> str:
     return (
         f"Your ASGI app handled {t.method} {t.path} (framework routing, middleware, reading "
@@ -192,6 +202,14 @@ LESSONS: dict[str, Lesson] = {
         "very large or numerous headers; pipelined requests parsed one after another; a "
         "busy interpreter.",
         "keep headers small; uvloop/httptools are already the fast path.",
+    ),
+    "body": Lesson(
+        "request body upload",
+        _body,
+        "a large upload; a slow or rate-limited client link; a small receive window "
+        "(the client must wait for ACKs); packet loss and retransmits.",
+        "limit body sizes; stream uploads in the app instead of buffering; net.ipv4.tcp_rmem "
+        "(receive window); look at the connection's srtt and retransmits below.",
     ),
     "app": Lesson(
         "the ASGI app",

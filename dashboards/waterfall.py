@@ -36,10 +36,8 @@ def waterfall_lines(trace: RequestTrace, width: int, cursor: int | None) -> list
     lines.append(title)
     bar_w = max(10, width - LAYER_W - STAGE_W - DURATION_W - 3)
     previous_layer = ""
-    names = [name for name, _ in STAGE_LAYERS]
-    extra = [s.name for s in trace.stages if s.name not in names]
     layers = dict(STAGE_LAYERS)
-    for index, name in enumerate([*names, *extra]):
+    for index, name in enumerate(row_names(trace)):
         stage = trace.stage(name)
         layer = stage.layer if stage else layers.get(name, "")
         line = Text(no_wrap=True, overflow="crop")
@@ -68,10 +66,24 @@ def waterfall_lines(trace: RequestTrace, width: int, cursor: int | None) -> list
     return lines
 
 
-def stage_at(index: int, trace: RequestTrace | None) -> str:
+# Stages that only some requests can have (a body only with an upload): their row is shown
+# when the stage is there or a note explains its absence, not as "not seen" on every GET.
+OPTIONAL_ROWS = frozenset({"body"})
+
+
+def row_names(trace: RequestTrace | None) -> list[str]:
+    """The waterfall's rows: every canonical stage in order, then any others the trace has."""
     names = [name for name, _ in STAGE_LAYERS]
-    if trace is not None:
-        names += [s.name for s in trace.stages if s.name not in names]
+    if trace is None:
+        return [name for name in names if name not in OPTIONAL_ROWS]
+    present = {s.name for s in trace.stages}
+    noted = {note.split(":", 1)[0] for note in trace.notes}
+    rows = [n for n in names if n not in OPTIONAL_ROWS or n in present or n in noted]
+    return rows + [s.name for s in trace.stages if s.name not in rows]
+
+
+def stage_at(index: int, trace: RequestTrace | None) -> str:
+    names = row_names(trace)
     return names[max(0, min(index, len(names) - 1))]
 
 
@@ -103,7 +115,7 @@ class Waterfall(Widget, can_focus=True):
         if trace is not None and not self.has_focus:
             # Without a stage chosen, explain the stage that dominates this request.
             dominant = trace.dominant_stage()
-            names = [name for name, _ in STAGE_LAYERS]
+            names = row_names(trace)
             if dominant and dominant.name in names:
                 self.cursor = names.index(dominant.name)
         self.post_message(self.StageHighlighted(stage_at(self.cursor, trace)))
@@ -112,13 +124,7 @@ class Waterfall(Widget, can_focus=True):
         self.post_message(self.StageHighlighted(stage_at(cursor, self.trace)))
 
     def action_move(self, delta: int) -> None:
-        count = len(STAGE_LAYERS) + len(
-            [
-                s
-                for s in (self.trace.stages if self.trace else ())
-                if s.name not in dict(STAGE_LAYERS)
-            ]
-        )
+        count = len(row_names(self.trace))
         self.cursor = max(0, min(count - 1, self.cursor + delta))
 
     def on_focus(self) -> None:

@@ -343,7 +343,11 @@ class ScriptedConnection:
                 cursor = chunk_ts + 30 * US
             handoff = chunks[-1][0]
             response_done = handoff + 25 * US
-            stages["app"] = (app_called, handoff)
+            if upload_bytes and index == 0:  # the body stage, and the app after it
+                stages["body"] = (headers_done, body_done)
+                stages["app"] = (max(app_called, body_done), handoff)
+            else:
+                stages["app"] = (app_called, handoff)
             stages["send"] = (final_send_start, send_end)
             app_returned = response_done + app_after_response
             sc.add(

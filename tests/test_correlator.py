@@ -118,7 +118,7 @@ def test_pipelined_requests_share_one_read_and_only_the_first_has_kernel_stages(
     assert later.complete
 
 
-def test_upload_body_reads_are_details_not_stages() -> None:
+def test_upload_body_reads_are_the_body_stage_with_details() -> None:
     scenario = Scenario()
     connection = scenario.connect(1_000 * MS, 50_000, fd=7)
     [expected] = connection.request(1_001 * MS, method="POST", body_reads=3, upload_bytes=30_000)
@@ -131,6 +131,10 @@ def test_upload_body_reads_are_details_not_stages() -> None:
     assert trace.details["body_recv_calls"] == 3
     assert trace.details["request_body_bytes"] == 30_000
     assert [s.name for s in trace.stages].count("recv") == 1
+    # The upload is the body stage; the app stage starts once the body is complete.
+    body = trace.stage("body")
+    assert body is not None and body.start_ns == trace.stage("parse").end_ns  # type: ignore[union-attr]
+    assert trace.details["app_waited_for_body_us"] > 0
 
 
 def test_large_response_in_several_syscalls_with_backpressure() -> None:
@@ -338,10 +342,10 @@ def test_same_input_gives_the_same_traces() -> None:
 
 
 def test_every_canonical_stage_can_appear() -> None:
-    """nic_irq and backlog never both: across a lo and a NIC request all names show up."""
+    """nic_irq and backlog never both: across a NIC upload and a lo request all names show up."""
     scenario = Scenario()
     connection = scenario.connect(1_000 * MS, 50_000, fd=7)
-    connection.request(1_001 * MS, dev="eth0")
+    connection.request(1_001 * MS, dev="eth0", method="POST", body_reads=2, upload_bytes=8_000)
     connection.request(1_003 * MS, dev="lo")
     names = {s.name for t in run(scenario.time_ordered()) for s in t.stages}
     assert names == set(STAGE_NAMES)

@@ -21,11 +21,17 @@ Stage definitions (from → to; DESIGN.md's stage model, with these refinements)
     recv        enter → exit of the read that delivered the request's first bytes.
     parse       that read's exit → headers parsed (hook). Pipelined requests: from
                 max(their first byte, that read's exit).
-    app         app called → the final handoff: the last transport.write of the response
-                (its chunk timestamp), or the app's return when that came first (the
-                server then wrote the rest, e.g. an error page), or the app's return when
-                nothing was written. Work after the handoff (background tasks) is in
-                details as app_after_response_us, not in the stage.
+    body        headers parsed → request body complete (on_message_complete), for requests
+                with a body: the upload crossing the network and the reads that took it in
+                (their count and segments are in details: body_recv_calls, segments).
+    app         app called (or, for a request with a body, the body complete, when that
+                came later: until then the app was waiting for the network, which is the
+                body stage; details: app_waited_for_body_us) → the final handoff: the
+                last transport.write of the response (its chunk timestamp), or the app's
+                return when that came first (the server then wrote the rest, e.g. an
+                error page), or the app's return when nothing was written. Work after
+                the handoff (background tasks) is in details as app_after_response_us,
+                not in the stage.
     send        the send syscalls that carry the response from the final handoff on:
                 first enter → last exit (including writes drained later under
                 backpressure). Sends inside the app interval (streaming) are details only.
@@ -245,7 +251,7 @@ def build_timeline(ev: RequestEvidence) -> Timeline:
         candidates.append(_new(Stage, ("parse", SERVER, parse_start, headers_done)))
         cursor = headers_done if cursor <= parse_start <= headers_done else DIRTY
 
-    # app
+    # app (and body: the part of the app's time spent waiting for the request body)
     handoff, returned = ev.handoff_ns, timing.app_returned_ns
     if handoff and (not returned or handoff <= returned):
         app_end = handoff
@@ -254,6 +260,16 @@ def build_timeline(ev: RequestEvidence) -> Timeline:
     if returned > handoff > 0:
         details["app_after_response_us"] = (returned - handoff) / 1000
     app_called = timing.app_called_ns
+    body_done = timing.body_done_ns
+    if timing.request_body_bytes and headers_done:
+        if not body_done or (app_end and body_done > app_end):
+            notes.append("body: the app answered before the request body was complete")
+        elif body_done >= headers_done:
+            candidates.append(_new(Stage, ("body", SERVER, headers_done, body_done)))
+            cursor = body_done if cursor <= headers_done else DIRTY
+            if app_called and body_done > app_called:
+                details["app_waited_for_body_us"] = (body_done - app_called) / 1000
+                app_called = body_done
     if not app_called:
         notes.append(f"app: the app was not called (outcome {timing.outcome})")
     elif not app_end:

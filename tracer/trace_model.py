@@ -35,6 +35,7 @@ STAGE_LAYERS: tuple[tuple[str, str], ...] = (
     ("event_loop", EVENT_LOOP),
     ("recv", SYSCALL),
     ("parse", SERVER),
+    ("body", SERVER),
     ("app", APP),
     ("send", SYSCALL),
 )
@@ -52,6 +53,7 @@ STAGE_SPANS: dict[str, str] = {
     "event_loop": "epoll return → recv syscall enter on that fd",
     "recv": "recv syscall enter → exit (copy to user space)",
     "parse": "recv exit → request headers parsed",
+    "body": "request headers parsed → request body complete (uploads)",
     "app": "ASGI app called → final response body handed to the server",
     "send": "send syscall(s) enter → exit (copy to kernel, TCP out, device xmit)",
 }
