@@ -9,8 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,59 +17,13 @@ from tracer.raw_log import replay
 from tracer.recording import load_recording
 
 from .helpers import ROOT, as_nobody
+from .run_fixtures import free_port, reqtrace_run, stop, wait_listening
 
 pytestmark = pytest.mark.bpf
 
 FASTAPI_APP = "tests.server_apps.fastapi_app:app"
 KERNEL_STAGES = {"backlog", "softirq", "ip_tcp", "wakeup"}
 ALL_OBSERVED = KERNEL_STAGES | {"event_loop", "recv", "parse", "app", "send"}
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def reqtrace_run(*args: str, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[str]]:
-    """`reqtrace run ... --no-tui` in the background; stopped (SIGTERM) and reaped after."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tracer", "run", *args, "--no-tui"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def _wait_listening(port: int, process: subprocess.Popen[str], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"reqtrace exited early: {process.stderr.read()}")  # type: ignore[union-attr]
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            connection.request("GET", "/")
-            connection.getresponse().read()
-            connection.close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError("the traced server never answered")
 
 
 def _requests(port: int) -> None:
@@ -87,15 +39,8 @@ def _requests(port: int) -> None:
     connection.close()
 
 
-def _stop(process: subprocess.Popen[str]) -> tuple[str, str]:
-    process.send_signal(signal.SIGTERM)
-    out, err = process.communicate(timeout=60)
-    assert process.returncode == 0, err
-    return out, err
-
-
 def test_run_traces_a_fastapi_app_into_a_complete_recording(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     recording_path = tmp_path / "trace.jsonl"
     raw_path = tmp_path / "trace.raw.jsonl"
     with reqtrace_run(
@@ -107,10 +52,10 @@ def test_run_traces_a_fastapi_app_into_a_complete_recording(tmp_path: Path) -> N
         "--record-raw",
         str(raw_path),
     ) as process:
-        _wait_listening(port, process)
+        wait_listening(port, process)
         _requests(port)
         time.sleep(0.5)
-        out, err = _stop(process)
+        out, err = stop(process)
 
     recording = load_recording(str(recording_path))
     assert recording.footer is not None and not recording.problems
@@ -143,14 +88,14 @@ def test_run_traces_a_fastapi_app_into_a_complete_recording(tmp_path: Path) -> N
 
 
 def test_the_app_runs_as_the_sudo_caller_not_as_root(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     with reqtrace_run(
         "tests.server_apps.basic:app",
         "--port",
         str(port),
         env={"SUDO_UID": "65534", "SUDO_GID": "65534", "SUDO_USER": "nobody"},
     ) as process:
-        _wait_listening(port, process)
+        wait_listening(port, process)
         children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
         uids = [
             line.split()[1:]
@@ -159,7 +104,7 @@ def test_the_app_runs_as_the_sudo_caller_not_as_root(tmp_path: Path) -> None:
             if line.startswith("Uid:")
         ]
         assert uids == [["65534"] * 4]
-        _stop(process)
+        stop(process)
 
 
 def test_a_server_that_dies_is_reported_with_its_status(tmp_path: Path) -> None:
@@ -177,7 +122,7 @@ def test_a_server_that_dies_is_reported_with_its_status(tmp_path: Path) -> None:
 
 
 def test_max_requests_and_slower_than_bound_a_staging_run(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     recording_path = tmp_path / "slow-only.jsonl"
     with reqtrace_run(
         "tests.server_apps.basic:app",
@@ -190,7 +135,7 @@ def test_max_requests_and_slower_than_bound_a_staging_run(tmp_path: Path) -> Non
         "--max-requests",
         "5",
     ) as process:
-        _wait_listening(port, process)
+        wait_listening(port, process)
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         for _ in range(8):
             connection.request("GET", "/")
@@ -218,13 +163,13 @@ def _server_children(pid: int) -> list[int]:
 
 def test_sigterm_right_after_start_still_stops_cleanly(tmp_path: Path) -> None:
     """A signal that lands while the server is starting is a stop request, not a crash."""
-    port = _free_port()
+    port = free_port()
     recording_path = tmp_path / "early.jsonl"
     with reqtrace_run(
         "tests.server_apps.basic:app", "--port", str(port), "--record", str(recording_path)
     ) as process:
-        _wait_listening(port, process)  # the listener exists before the server is started
-        _out, err = _stop(process)
+        wait_listening(port, process)  # the listener exists before the server is started
+        _out, err = stop(process)
     assert "requests traced" in err
     recording = load_recording(str(recording_path))
     assert recording.footer is not None and not recording.problems
@@ -232,9 +177,9 @@ def test_sigterm_right_after_start_still_stops_cleanly(tmp_path: Path) -> None:
 
 def test_the_server_ends_when_the_tracer_is_killed() -> None:
     """SIGKILL leaves no cleanup to our code: the kernel's parent-death signal ends the child."""
-    port = _free_port()
+    port = free_port()
     with reqtrace_run("tests.server_apps.basic:app", "--port", str(port)) as process:
-        _wait_listening(port, process)
+        wait_listening(port, process)
         time.sleep(1.5)  # past start-up
         children = _server_children(process.pid)
         assert len(children) == 1

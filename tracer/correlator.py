@@ -138,6 +138,13 @@ class CorrelatorStats:
         return asdict(self)
 
 
+def record_time(record: FeedRecord) -> int:
+    """The timestamp a record is ordered by in the reorder window."""
+    if isinstance(record, RequestTiming):
+        return timing_sort_key(record)
+    return record.ts_ns
+
+
 def timing_sort_key(timing: RequestTiming) -> int:
     """When a RequestTiming was emitted: its latest timestamp (the cycle ended then)."""
     last_chunk = timing.chunks[-1][0] if timing.chunks else 0

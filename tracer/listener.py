@@ -3,6 +3,11 @@
 Opening it in the parent has three uses: the port is known (even with --port 0) before the
 probes are filtered; privileged ports work although the app runs as an ordinary user; and
 the tracer can read the socket's buffer sizes for the dashboard at any time.
+
+It is bound early (a port in use is reported before the probes compile) but listens only
+once the probes are attached and filtered (`start_listening`): until then clients are
+refused, so no connection's handshake happens before tracing and every connection is
+traced from its first packet.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ class ListenError(RuntimeError):
 
 
 def open_listener(config: Config) -> socket.socket:
+    """A bound socket for the config's address, not yet listening."""
     try:
         if config.uds:
             with contextlib.suppress(FileNotFoundError):
@@ -33,12 +39,19 @@ def open_listener(config: Config) -> socket.socket:
             sock = socket.socket(family, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((config.host, config.port))
-        sock.listen(config.backlog)
     except OSError as exc:
         where = config.uds or f"{config.host}:{config.port}"
         raise ListenError(f"cannot listen on {where}: {exc.strerror or exc}") from None
     sock.set_inheritable(True)
     return sock
+
+
+def start_listening(sock: socket.socket, config: Config) -> None:
+    try:
+        sock.listen(config.backlog)
+    except OSError as exc:
+        where = config.uds or f"{config.host}:{listener_port(sock)}"
+        raise ListenError(f"cannot listen on {where}: {exc.strerror or exc}") from None
 
 
 def listener_port(sock: socket.socket) -> int:

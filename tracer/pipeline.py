@@ -15,12 +15,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from tracer.correlator import FeedRecord
+from tracer.correlator import FeedRecord, record_time
 from tracer.probe_loader import ProbeSession
 from tracer.server.hook_channel import HookChannelReader
 from tracer.trace_model import RequestTrace
 
 TraceSink = Callable[[list[RequestTrace]], None]
+
+# Two batches further apart than this are fed merged in time order (see in_feed_order).
+MERGE_SPREAD_NS = 50_000_000
 
 
 class CorrelatorLike(Protocol):
@@ -40,6 +43,29 @@ class PipelineCounters:
     @property
     def lost_records(self) -> int:
         return sum(self.lost_by_type.values())
+
+
+def in_feed_order(
+    kernel: Sequence[FeedRecord], hooks: Sequence[FeedRecord]
+) -> Sequence[FeedRecord]:
+    """Both batches as one list the correlator's reorder window can take.
+
+    Each stream is nearly in time order, and usually a batch spans one 20 ms step, well
+    inside the window: then kernel records followed by hooks is fine. But a batch can span
+    much longer (records that piled up while the tracer was busy starting the server, or a
+    stalled step): fed one stream after the other, the first would push the window's
+    watermark past the second, whose records would all arrive "late". Then merge by time.
+    """
+    if not kernel or not hooks:
+        return kernel or hooks
+    kernel_first, kernel_last = record_time(kernel[0]), record_time(kernel[-1])
+    hooks_first, hooks_last = record_time(hooks[0]), record_time(hooks[-1])
+    if (
+        kernel_last - hooks_first <= MERGE_SPREAD_NS
+        and hooks_last - kernel_first <= MERGE_SPREAD_NS
+    ):
+        return [*kernel, *hooks]
+    return sorted([*kernel, *hooks], key=record_time)
 
 
 class Pipeline:
@@ -74,10 +100,8 @@ class Pipeline:
             hooks = self.hooks.read()
             out: list[RequestTrace] = []
             feed = self.correlator.feed
-            for record in kernel:
+            for record in in_feed_order(kernel, hooks):
                 out.extend(feed(record))
-            for hook in hooks:
-                out.extend(feed(hook))
             self.counters.kernel_records += len(kernel)
             self.counters.hook_records += len(hooks)
             self._note_losses()

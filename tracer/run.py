@@ -3,10 +3,11 @@
 Order of operations (each step only when the previous one worked):
 
 1. Check we can trace (root, BCC, tracefs, headers) and resolve whom the app runs as.
-2. Open the listening socket here: the port is known before any traffic can arrive.
+2. Bind the listening socket here: the port is known before any traffic can arrive.
 3. Try the attach strategies (the probe plan) and load the probes, still inert.
 4. Start the server child with the socket, the hook pipe and a control pipe. It waits.
-5. Write the child's pid and the port into the probe filters and enable them; then tell the
+5. Write the child's pid and the port into the probe filters and enable them; listen (not
+   before: a connection made earlier would have an untraced handshake); then tell the
    child to go. It drops privileges, imports the app and serves.
 6. A pipeline thread correlates kernel records and server hooks into traces and hands
    them to the sinks: the recording, the dashboard (or the one-line-per-request log).
@@ -41,7 +42,13 @@ from tracer.attach_plan import ProbePlan, build_plan
 from tracer.attach_trials import AttachTrials
 from tracer.correlator import Correlator
 from tracer.graceful_signals import stop_on_signals
-from tracer.listener import ListenError, listener_port, listener_url, open_listener
+from tracer.listener import (
+    ListenError,
+    listener_port,
+    listener_url,
+    open_listener,
+    start_listening,
+)
 from tracer.pipeline import Pipeline, TraceSink
 from tracer.privileges import Account, PrivilegeError, resolve_account
 from tracer.probe_loader import ProbeLoadError, ProbeSession
@@ -218,6 +225,11 @@ class RunSession:
         os.close(hook_write)
         os.close(control_read)
         probes.set_targets(tgids={self.child.pid}, ports={self.port} if self.port else ())
+        try:  # only now: every connection is traced from its handshake on
+            start_listening(self.listener, self.config)
+        except ListenError as exc:
+            os.close(control_write)  # the child sees EOF and exits without serving
+            raise RunError(str(exc)) from None
         os.write(control_write, b"G")
         os.close(control_write)
         return HookChannelReader(hook_read)
@@ -303,18 +315,19 @@ class RunSession:
                 raise RunError(str(exc)) from None
             if self.stop.is_set():  # stopped while the probes compiled: never start the server
                 return self.result
-            hooks = self.start_server(probes)
-            stack.callback(self.stop_server)
-            self._check_startup()
             correlator: Any = Correlator()
             if self.options.record_raw:
                 writer = stack.enter_context(RawLogWriter(self.options.record_raw))
                 correlator = LoggingCorrelator(correlator, writer)
+            hooks = self.start_server(probes)
+            stack.callback(self.stop_server)
             recorder = None
             if self.options.record:
-                header = self.recording_header()
+                header = self.recording_header()  # names the server's pid
                 recorder = Recorder(self.options.record, header, self.options.redact)
                 self.recording_sink = RecordingSink(recorder, self.options.slower_than_ms)
+            # The pipeline runs from the first instant: records must not pile up while the
+            # server starts (a batch spanning seconds strains the reorder window).
             self.pipeline = Pipeline(correlator, probes, hooks, self._sinks())
             pipeline_stop = threading.Event()
             thread = threading.Thread(
@@ -324,8 +337,9 @@ class RunSession:
                 daemon=True,
             )
             thread.start()
-            self.start_load()
             try:
+                self._check_startup()
+                self.start_load()
                 wait(self)
             finally:
                 self.stop_server()
