@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument(
         "--ebpf", action="store_true", help="print the BPF program the plan compiles, and exit"
     )
+
+    from tracer.lab.cli import add_lab_parser
+
+    add_lab_parser(commands)
     return parser
 
 
@@ -151,6 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tracer.export import run_export
 
             return run_export(args.file, args.format, args.output)
+        if args.command == "lab":
+            from tracer.lab.cli import run_lab
+
+            return run_lab(args)
     except KeyboardInterrupt:
         return 130
     raise AssertionError(f"unhandled command {args.command}")

@@ -83,7 +83,7 @@ async def _worker(
                 if time.monotonic() >= stop_at or counters.sent >= args.max_requests:
                     break
                 started = time.monotonic()
-                method, path = rng.choices(choices, weights)[0]
+                method, path = ("GET", args.path) if args.path else rng.choices(choices, weights)[0]
                 writer.write(_request(method, path, args.host))
                 await writer.drain()
                 counters.sent += 1
@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="bounded HTTP load for the reqtrace demo app")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--path", help="GET only this path (default: the demo app's mix)")
     parser.add_argument("--rate", type=float, default=50.0, help="requests per second")
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--duration", type=float, default=600.0, help="seconds, then stop")
