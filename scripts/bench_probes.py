@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import signal
 import socket
 import statistics
@@ -31,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from scripts.bench_wrk import run_wrk  # noqa: E402
 from tracer.attach_plan import ProbePlan, build_plan  # noqa: E402
 from tracer.attach_trials import AttachTrials  # noqa: E402
 from tracer.probe_loader import ProbeSession  # noqa: E402
@@ -95,25 +95,8 @@ def server(kind: str, loop: str, port: int, cpu: int) -> Iterator[int]:
 
 
 def wrk(port: int, seconds: int, connections: int, cpu: int) -> tuple[int, float]:
-    out = subprocess.run(
-        [
-            "taskset",
-            "-c",
-            str(cpu),
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{seconds}s",
-            f"http://127.0.0.1:{port}/",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=seconds + 30,
-        check=True,
-    ).stdout
-    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    return requests, rps
+    result = run_wrk(port, seconds, connections, cpu)
+    return result.requests, result.requests_per_s
 
 
 def program_stats(probes: ProbeSession) -> dict[str, tuple[int, int]]:
