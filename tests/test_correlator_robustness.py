@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from tracer.connection_state import Connection
 from tracer.correlator import (
     MIN_DEADLINES_COMPACTION,
     Correlator,
@@ -13,6 +14,7 @@ from tracer.correlator import (
 )
 from tracer.records import RT_RX_PROCESS_CONTEXT, RecvRecord, SendRecord, StateRecord
 from tracer.server.hook_record import ConnectionOpened, RequestTiming
+from tracer.stage_builder import RequestEvidence
 from tracer.trace_model import RequestTrace
 
 from .correlator_fixtures import (
@@ -26,7 +28,10 @@ from .correlator_fixtures import (
     recv_record,
     run,
     rx_path,
+    send_record,
+    sock_id,
     stage_map,
+    timing,
 )
 
 
@@ -353,3 +358,32 @@ def test_a_segment_processed_later_from_the_socket_backlog_keeps_its_stages() ->
     assert any("from the socket backlog" in note for note in trace.notes)
     assert trace.complete
     assert trace.stage("send") is not None and stage_map(trace)["send"] == expected.stages["send"]
+
+
+def test_writes_are_kept_in_time_order_and_a_response_takes_only_its_own() -> None:
+    """A late write record is put in its place; a response takes its writes from where
+    its first chunk starts, leaving the backlog of later responses' writes (waiting for
+    their hook records) untouched and in order."""
+    sock = sock_id(50_000)
+    connection = Connection(1, 1_000 * MS)
+    at = [1_010 * MS + i * MS for i in range(6)]
+    for enter in (at[0], at[2], at[3], at[1], at[5], at[4]):  # two arrive late
+        connection.add_send(send_record(sock, 7, enter=enter, exit=enter + 5 * US, ret=100), 64)
+    assert [s.enter_ts for s in connection.sends] == at
+
+    second = timing(
+        7, 1, 2,
+        first_byte=at[1] - 300 * US, headers_done=at[1] - 250 * US,
+        app_called=at[1] - 200 * US, chunks=((at[1] - 1 * US, 100),),
+        response_done=at[1] - 1 * US, app_returned=at[1],
+    )  # fmt: skip
+    evidence = RequestEvidence(second, at[1] + 10 * US)
+    evidence.backpressured = True  # take writes without the "lost, not late" checks
+    connection.take_sends(evidence, next_first_chunk_ns=at[2] - 1 * US)
+
+    assert [(send.enter_ts, taken) for send, taken in evidence.sends] == [(at[1], 100)]
+    assert evidence.bytes_left == 0
+    assert [s.enter_ts for s in connection.sends] == [at[0], *at[2:]]
+    assert connection.send_left == [100] * 5
+    assert connection.drop_sends_before(at[3]) == 2
+    assert [s.enter_ts for s in connection.sends] == at[3:]

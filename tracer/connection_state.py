@@ -26,9 +26,8 @@ Attribution rules (records arrive here in timestamp order):
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import deque
-from itertools import compress
 from operator import attrgetter
 
 from tracer.records import RecvRecord, RxPath, SendRecord, SocketId
@@ -41,6 +40,7 @@ DROP = "drops"
 MAX_EVENTS = 256
 _new = tuple.__new__  # builds a named tuple from its fields in order
 _TS = attrgetter("ts_ns")
+_ENTER = attrgetter("enter_ts")
 
 
 class Connection:
@@ -145,11 +145,21 @@ class Connection:
         return dropped
 
     def add_send(self, record: SendRecord, limit: int) -> int:
-        """Keep a write until a response takes it; returns how many old writes were dropped."""
+        """Keep a write until a response takes it; returns how many old writes were dropped.
+
+        Writes stay in `enter_ts` order (a late record is inserted in its place), so a
+        response finds its first write by bisection instead of scanning the backlog.
+        """
         sends = self.sends
-        sends.append(record)
         ret = record.ret
-        self.send_left.append(ret if ret > 0 else 0)
+        left = ret if ret > 0 else 0
+        if sends and record.enter_ts < sends[-1].enter_ts:
+            at = bisect_right(sends, record.enter_ts, key=_ENTER)
+            sends.insert(at, record)
+            self.send_left.insert(at, left)
+        else:
+            sends.append(record)
+            self.send_left.append(left)
         if len(sends) <= limit:
             return 0
         dropped = max(len(sends) - limit, limit // 2)
@@ -238,28 +248,32 @@ class Connection:
         return unclaimed
 
     def take_sends(self, ev: RequestEvidence, next_first_chunk_ns: int) -> None:
-        """Give the response the writes that carry its bytes (see the module docstring)."""
+        """Give the response the writes that carry its bytes (see the module docstring).
+
+        The writes are in time order: the response's first candidate is found by
+        bisection at its first chunk, and the writes it takes are cut out of the list in
+        one slice, so the cost is the writes taken, not the backlog of later responses'
+        writes waiting for their hook records.
+        """
         if ev.bytes_left <= 0:
             return
+        sends = self.sends
+        lefts = self.send_left
         chunks = ev.timing.chunks
-        first_chunk = ev.first_chunk_ns
-        kept: list[SendRecord] = []
-        kept_left: list[int] = []
-        taking = True
-        for send, left in zip(self.sends, self.send_left, strict=True):
+        start = bisect_left(sends, ev.first_chunk_ns, key=_ENTER)
+        end = start
+        count = len(sends)
+        partial: list[SendRecord] = []
+        partial_left: list[int] = []
+        while end < count:
+            send = sends[end]
             enter = send.enter_ts
-            if not taking or enter < first_chunk:
-                kept.append(send)
-                kept_left.append(left)
-                continue
             if not ev.backpressured and (
                 0 < next_first_chunk_ns <= enter
                 or (enter > ev.sort_ts and self._read_after(ev, enter))
             ):
-                taking = False  # the rest of this response was lost, not late
-                kept.append(send)
-                kept_left.append(left)
-                continue
+                break  # the rest of this response was lost, not late
+            end += 1
             ret = send.ret
             if ret <= 0:
                 if ret == -EAGAIN:
@@ -267,19 +281,20 @@ class Connection:
                     ev.backpressured = True
                 ev.sends.append((send, 0))
                 continue
+            left = lefts[end - 1]
             if left == ret and ret < _chunk_bytes_at(chunks, enter):
                 ev.backpressured = True  # a short write: the rest waits for the socket
             take = left if left <= ev.bytes_left else ev.bytes_left
             ev.sends.append((send, take))
             ev.bytes_left -= take
-            left -= take
-            if left:
-                kept.append(send)
-                kept_left.append(left)
+            if left > take:  # only when the response is complete: the rest is the next's
+                partial.append(send)
+                partial_left.append(left - take)
             if not ev.bytes_left:
-                taking = False
-        self.sends = kept
-        self.send_left = kept_left
+                break
+        if end > start:
+            sends[start:end] = partial
+            lefts[start:end] = partial_left
 
     def _read_after(self, ev: RequestEvidence, ts_ns: int) -> bool:
         """Whether another request was read after this one's reads and before `ts_ns`.
@@ -291,23 +306,22 @@ class Connection:
         mine = ev.recvs[-1] if ev.recvs else ev.delivering_recv
         if mine is None:
             return False
-        after = mine.ts_ns
         seq = ev.timing.seq
-        for record, claimed_by in zip(self.recvs, self.recv_claims, strict=True):
-            ts = record.ts_ns
-            if after < ts < ts_ns and claimed_by != seq:
+        recvs = self.recvs
+        claims = self.recv_claims
+        at = bisect_right(recvs, mine.ts_ns, key=_TS)  # reads are kept in time order
+        while at < len(recvs) and recvs[at].ts_ns < ts_ns:
+            if claims[at] != seq:
                 return True
+            at += 1
         return False
 
     def drop_sends_before(self, ts_ns: int) -> int:
         """Forget writes that began before `ts_ns` (no response can claim them any more)."""
-        sends = self.sends
-        if not sends or sends[0].enter_ts >= ts_ns:
-            return 0
-        keep = [send.enter_ts >= ts_ns for send in sends]
-        self.sends = list(compress(sends, keep))
-        self.send_left = list(compress(self.send_left, keep))
-        return len(sends) - len(self.sends)
+        dropped = bisect_left(self.sends, ts_ns, key=_ENTER)
+        if dropped:
+            del self.sends[:dropped], self.send_left[:dropped]
+        return dropped
 
     def unclaimed_reads(self) -> int:
         """Reads with data that no request claimed (yet)."""
