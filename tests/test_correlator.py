@@ -4,8 +4,6 @@ retransmits, the two streams out of order)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from tracer.correlator import (
     Correlator,
 )
@@ -419,7 +417,7 @@ def test_a_bad_request_answered_by_the_server_has_no_app_stage() -> None:
         status=400,
         outcome="bad_request",
     )
-    scenario.add(replace(answered, body_done_ns=0))
+    scenario.add(answered._replace(body_done_ns=0))
 
     [trace] = run(scenario.time_ordered())
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -71,7 +71,7 @@ def entry_to_json(entry: RawEntry, *, redact: bool = True) -> dict[str, Any]:
         return {"kind": "lost", "count": entry.count}
     if isinstance(entry, ConnectionOpened | RequestTiming | ConnectionClosed):
         out: dict[str, Any] = {"kind": HOOK_KINDS[type(entry)]}
-        out.update((f.name, getattr(entry, f.name)) for f in fields(entry))
+        out.update(entry._asdict())
         if redact and isinstance(entry, RequestTiming) and entry.headers:
             out["headers"] = redact_headers(entry.headers)
         return out

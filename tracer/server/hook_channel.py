@@ -8,21 +8,24 @@ Wire format (one stream of frames, written by one process, read by one process):
 
     frame   = length payload
     length  = 4 bytes, unsigned little-endian: number of bytes in payload
-    payload = marshal.dumps(record, 2)
-    record  = (kind, *fields)   # fields in the dataclass order of hook_record.py
+    payload = marshal.dumps([record, ...], 2)   # one batch: a list of records, in order
+    record  = (kind, *fields)   # fields in the order of hook_record.py
     kind    = "open" (ConnectionOpened) | "request" (RequestTiming) | "close" (ConnectionClosed)
             | "dropped"  -> ("dropped", total): channel-level, never a hook record; `total`
                             is the cumulative number of records this writer had to drop.
 
 Marshal is used because both ends are the same Python and it is the fastest serializer of
-tuples of ints and strings in the standard library (measured here: ~0.6 us for a
-RequestTiming, faster than pickle); format version 2 because it is the fastest version for
-these records (~20% faster than 4, which keeps a back-reference table) and has been stable
-since Python 2.5. It is NOT safe against a hostile writer; the reader bounds frame sizes
-and checks each tuple's shape, and the writer is the tracer's own child process.
+tuples of ints and strings in the standard library (faster than pickle for these records);
+format version 2 because it is the fastest version for them (version 4 keeps a
+back-reference table) and has been stable since Python 2.5. A whole batch is one frame and
+one marshal call: per record that is C work only, where a frame per record cost a Python
+call, a length prefix and a join each, on both ends. It is NOT safe against a hostile
+writer; the reader bounds frame sizes and checks each tuple's shape, and the writer is the
+tracer's own child process.
 
-Writer behaviour: records are batched (as tuples: emit is a list append) and marshalled,
-framed and written on a ~20 ms timer, or at once when 256 are waiting. The fd is
+Writer behaviour: records are batched (as tuples: emit is a list append) and marshalled
+as one frame, written on a ~20 ms timer, or at once when 256 are waiting (a batch bigger
+than the frame limit, possible only with captured headers, is split). The fd is
 non-blocking and the pipe is enlarged to 1 MiB: the event loop never waits on the pipe,
 and a tracer that is briefly late costs nothing. When the reader is slow for longer,
 frames wait in a bounded backlog (1 MiB); beyond that, new records are dropped and
@@ -41,8 +44,8 @@ import os
 import select
 import struct
 import time
+from collections import deque
 from collections.abc import Iterator
-from itertools import chain, repeat
 
 from tracer.server.hook_record import HookRecord
 from tracer.server.hooks import HookWireError, WireRecord, record_from_wire, wire_from_record
@@ -86,7 +89,7 @@ class HookChannelWriter:
         self._max_backlog_bytes = max_backlog_bytes
         self._pending: list[WireRecord] = []  # records not yet marshalled and written
         self._backlog = b""  # bytes write() did not take yet; may start in the middle of a frame
-        self._backlog_records = 0  # frames that begin in the backlog (for the lost count)
+        self._backlog_frames: deque[list[int]] = deque()  # [bytes not written, records]
         self._timer: asyncio.TimerHandle | None = None
         self._refusing = False  # backlog full, reader gone, or closed: count, do not queue
         self._broken = False
@@ -141,29 +144,32 @@ class HookChannelWriter:
             self._dropped_reported = self.dropped
         if not pending and not self._backlog:
             return
-        # All per-record work here runs in C (map/zip/join): length prefix, marshal, join.
-        payloads = list(map(marshal.dumps, pending, repeat(MARSHAL_VERSION, len(pending))))  # type: ignore[arg-type]  # tuples of ints, bytes and strs marshal
-        lengths = map(FRAME_LENGTH.pack, map(len, payloads))
-        frames = chain.from_iterable(zip(lengths, payloads, strict=True))
-        data = self._backlog + b"".join(frames)
-        records = self._backlog_records + len(payloads)
-        self.records_written += len(payloads)
+        frames = _frames(pending) if pending else []
+        self.dropped += len(pending) - sum(records for _, records in frames)  # oversized
+        self.records_written += len(pending)
         self._pending = []
+        backlog_frames = self._backlog_frames
+        backlog_frames.extend([len(frame), records] for frame, records in frames)
+        data = self._backlog + b"".join(frame for frame, _ in frames)
         try:
             written = os.write(self._fd, data)
         except BlockingIOError:
             written = 0
         except OSError as exc:  # EPIPE: the reader is gone
             self._broken = self._refusing = True
-            self.dropped += records
-            self._backlog, self._backlog_records = b"", 0
+            self.dropped += sum(records for _, records in backlog_frames)
+            self._backlog = b""
+            backlog_frames.clear()
             logger.warning("hook channel closed by the reader (%s); dropping hook records", exc)
             return
-        if written == len(data):
-            self._backlog, self._backlog_records = b"", 0
-        else:
-            self._backlog = data[written:]
-            self._backlog_records = _frames_starting_in(self._backlog, data, written, records)
+        self._backlog = data[written:]
+        while written and backlog_frames:  # forget the frames that are now fully written
+            head = backlog_frames[0]
+            if head[0] > written:
+                head[0] -= written
+                break
+            written -= head[0]
+            backlog_frames.popleft()
         self._refusing = len(self._backlog) > self._max_backlog_bytes
 
     def close(self, timeout: float = 1.0) -> None:
@@ -182,7 +188,7 @@ class HookChannelWriter:
             select.select([], [self._fd], [], remaining)
             self.flush()
         self._closed = self._refusing = True
-        undelivered = self._backlog_records if self._backlog else 0
+        undelivered = sum(records for _, records in self._backlog_frames)
         if undelivered or (self.dropped and self._broken):
             logger.warning(
                 "hook channel: %d timing records were not delivered to the tracer",
@@ -204,19 +210,18 @@ def _grow_pipe(fd: int, size: int = PIPE_BYTES) -> None:
         fcntl.fcntl(fd, F_SETPIPE_SZ, size)
 
 
-def _frames_starting_in(backlog: bytes, data: bytes, written: int, records: int) -> int:
-    """How many of the `records` frames in `data` are not fully written (for the lost count)."""
-    if not backlog:
-        return 0
-    offset = 0
-    complete = 0
-    while offset + 4 <= written:
-        (length,) = FRAME_LENGTH.unpack_from(data, offset)
-        if offset + 4 + length > written:
-            break
-        offset += 4 + length
-        complete += 1
-    return max(records - complete, 0)
+def _frames(records: list[WireRecord]) -> list[tuple[bytes, int]]:
+    """`records` as frames of at most MAX_FRAME_BYTES, with how many records each holds."""
+    payload = marshal.dumps(records, MARSHAL_VERSION)
+    if len(payload) <= MAX_FRAME_BYTES:
+        return [(FRAME_LENGTH.pack(len(payload)) + payload, len(records))]
+    if len(records) == 1:  # cannot be split: the reader would refuse it
+        logger.warning(
+            "hook channel: dropping a %d-byte record (over the frame limit)", len(payload)
+        )
+        return []
+    half = len(records) // 2
+    return _frames(records[:half]) + _frames(records[half:])
 
 
 class HookChannelReader:
@@ -255,17 +260,20 @@ class HookChannelReader:
             if end > size:
                 break
             try:
-                wire = marshal.loads(bytes(buffer[offset + 4 : end]))
+                batch = marshal.loads(bytes(buffer[offset + 4 : end]))
             except (EOFError, ValueError, TypeError) as exc:
                 raise HookChannelError(f"corrupt hook frame: {exc}") from exc
             offset = end
-            if isinstance(wire, tuple) and len(wire) == 2 and wire[0] == KIND_DROPPED:
-                self.dropped = max(self.dropped, int(wire[1]))
-                continue
-            try:
-                records.append(record_from_wire(wire))
-            except (HookWireError, TypeError) as exc:
-                raise HookChannelError(f"bad hook record: {exc}") from exc
+            if not isinstance(batch, list):
+                raise HookChannelError(f"hook frame holds a {type(batch).__name__}, not a batch")
+            for wire in batch:
+                if isinstance(wire, tuple) and len(wire) == 2 and wire[0] == KIND_DROPPED:
+                    self.dropped = max(self.dropped, int(wire[1]))
+                    continue
+                try:
+                    records.append(record_from_wire(wire))
+                except (HookWireError, TypeError) as exc:
+                    raise HookChannelError(f"bad hook record: {exc}") from exc
         del buffer[:offset]
         self.records_read += len(records)
         return records

@@ -8,16 +8,17 @@ bpf_ktime_get_ns() in the probes, so kernel and server times share one axis. A t
 of 0 means "did not happen" (for example no body, or the client left before the app ran).
 
 Layout on the wire (server child -> tracer, see tracer/server/hook_channel.py): each record
-is the tuple `(kind, *fields)` in the field order below, marshalled and length-prefixed.
+is the tuple `(kind, *fields)` in the field order below, marshalled in length-prefixed
+batches. The records are named tuples: immutable, and built from a wire tuple in one C
+call (a frozen dataclass took ~1.6 us per RequestTiming here, a named tuple ~0.2 us).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class ConnectionOpened:
+class ConnectionOpened(NamedTuple):
     """connection_made: a new TCP (or unix) connection was accepted by the server."""
 
     pid: int  # server process
@@ -29,8 +30,7 @@ class ConnectionOpened:
     ts_ns: int
 
 
-@dataclass(frozen=True, slots=True)
-class RequestTiming:
+class RequestTiming(NamedTuple):
     """One request/response cycle, emitted once when the cycle ends (however it ends)."""
 
     pid: int
@@ -58,8 +58,7 @@ class RequestTiming:
     headers: tuple[tuple[str, str], ...]  # request headers in order (empty unless captured)
 
 
-@dataclass(frozen=True, slots=True)
-class ConnectionClosed:
+class ConnectionClosed(NamedTuple):
     """connection_lost: the connection ended."""
 
     pid: int

@@ -4,10 +4,10 @@ Theory of operation. A hook is not a call: the protocol and the request cycle st
 `time.monotonic_ns()` into preallocated slots while they work (guarded by one `if` on a
 flag fixed for the server's life), and when a request cycle ends they build ONE record for
 it. That record is built in its wire form, the plain tuple `(kind, *fields)` with the
-fields in the dataclass order of hook_record.py, because that is what the pipe to the
-tracer carries and a tuple is ~15x cheaper to build than the frozen dataclass. A sink that
+fields in the order of hook_record.py, because that is what the pipe to the
+tracer carries and a plain tuple is the cheapest thing to build on the event loop. A sink that
 implements `emit_wire` receives that tuple (the pipe channel marshals it as is); any other
-sink receives the dataclass via `emit`, built once from the tuple by `record_from_wire`.
+sink receives the named tuple via `emit`, built once from the wire by `record_from_wire`.
 
 Sinks are called on the server's event-loop thread, synchronously: they must not block.
 If a sink has a `close()` method, the server calls it once after the last record.
@@ -16,7 +16,6 @@ If a sink has a `close()` method, the server calls it once after the last record
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import fields
 from typing import Protocol, runtime_checkable
 
 from tracer.server.hook_record import (
@@ -27,7 +26,7 @@ from tracer.server.hook_record import (
 )
 
 WireRecord = tuple[object, ...]
-"""`(kind, *fields)`: a hook record in the order of its dataclass fields."""
+"""`(kind, *fields)`: a hook record in the order of its fields."""
 
 KIND_CONNECTION_OPENED = "open"
 KIND_REQUEST_TIMING = "request"
@@ -40,7 +39,7 @@ RECORD_CLASSES = {
     KIND_CONNECTION_CLOSED: ConnectionClosed,
 }
 KIND_OF_CLASS = {cls: kind for kind, cls in RECORD_CLASSES.items()}
-FIELD_NAMES = {kind: tuple(f.name for f in fields(cls)) for kind, cls in RECORD_CLASSES.items()}
+FIELD_NAMES = {kind: cls._fields for kind, cls in RECORD_CLASSES.items()}
 
 
 class HookWireError(ValueError):
@@ -56,13 +55,13 @@ class HookSink(Protocol):
 
 @runtime_checkable
 class WireHookSink(HookSink, Protocol):
-    """A sink that takes the wire tuple directly, skipping the dataclass (the fast path)."""
+    """A sink that takes the wire tuple directly, skipping the named tuple (the fast path)."""
 
     def emit_wire(self, wire: WireRecord) -> None: ...
 
 
 def record_from_wire(wire: WireRecord) -> HookRecord:
-    """Build the dataclass for a wire tuple; raises HookWireError if it does not fit."""
+    """The record (a named tuple) of a wire tuple; raises HookWireError if it does not fit."""
     if not isinstance(wire, tuple) or not wire:
         raise HookWireError(f"hook record must be a non-empty tuple, got {type(wire).__name__}")
     kind = wire[0]
@@ -72,17 +71,16 @@ def record_from_wire(wire: WireRecord) -> HookRecord:
     expected = len(FIELD_NAMES[kind])  # type: ignore[index]
     if len(wire) - 1 != expected:
         raise HookWireError(f"{kind} record has {len(wire) - 1} fields, expected {expected}")
-    return cls(*wire[1:])  # type: ignore[arg-type]
+    return cls._make(wire[1:])
 
 
 def wire_from_record(record: HookRecord) -> WireRecord:
-    """The wire tuple of a dataclass record (for sinks handed a record by other code)."""
-    kind = KIND_OF_CLASS[type(record)]
-    return (kind, *(getattr(record, name) for name in FIELD_NAMES[kind]))
+    """The wire tuple of a record (for sinks handed a record by other code)."""
+    return (KIND_OF_CLASS[type(record)], *record)
 
 
 class CallbackSink:
-    """In-process sink: calls `callback(record)` with each dataclass record."""
+    """In-process sink: calls `callback(record)` with each record (a named tuple)."""
 
     __slots__ = ("_callback",)
 
