@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -339,3 +340,21 @@ def test_receive_path_belongs_to_the_packet_that_carried_the_request(
             previous_exit = recv.ts_ns
             checked += 1
     assert checked == 200
+
+
+def test_a_failing_detach_does_not_stop_the_others(
+    tracepoint_plan: ProbePlan, caplog: pytest.LogCaptureFixture
+) -> None:
+    """BCC's cleanup gives up at the first attachment it cannot detach; ours goes on."""
+    probes = ProbeSession(tracepoint_plan).open()
+    bpf = probes.bpf
+    ids = probes.program_ids()
+    attached = dict(bpf.tracepoint_fds)
+    assert len(attached) >= 2
+    first_fd = next(iter(attached.values()))
+    os.close(first_fd)  # behind BCC's back: its detach of this one now fails
+    with caplog.at_level(logging.WARNING, logger="reqtrace.probes"):
+        probes.close()
+    assert "detaching the probes reported" in caplog.text
+    assert not bpf.tracepoint_fds and not bpf.raw_tracepoint_fds
+    assert not any(_bpftool_has(i) for i in ids)

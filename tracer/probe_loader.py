@@ -16,8 +16,12 @@ no room for are counted per type in the `lost` map; `lost_records()` reads it.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import ctypes
+import logging
 import mmap
+import os
 import time
 from collections.abc import Iterable
 from types import TracebackType
@@ -38,6 +42,8 @@ from tracer.records import (
     decode,
 )
 from tracer.ringbuf_reader import RingBufferReader
+
+logger = logging.getLogger("reqtrace.probes")
 
 
 class ProbeLoadError(RuntimeError):
@@ -92,8 +98,12 @@ class ProbeSession:
             reader.close()
         bpf, self._bpf = self._bpf, None
         if bpf is not None:
-            with captured_native_stderr():
-                bpf.cleanup()
+            problems = detach_everything(bpf)
+            if problems:
+                logger.warning(
+                    "detaching the probes reported: %s (every attachment was closed anyway)",
+                    "; ".join(problems),
+                )
 
     def __enter__(self) -> ProbeSession:
         return self.open()
@@ -204,3 +214,50 @@ def _prog_info(fd: int) -> int:
     if lib.bpf_obj_get_info(fd, ctypes.byref(info), ctypes.byref(length)) != 0:
         return 0
     return int(ProgInfo.from_buffer(info).id)
+
+
+# BCC's attachment tables, in the order BPF.cleanup() detaches them.
+_ATTACHMENT_TABLES = (
+    "kprobe_fds",
+    "uprobe_fds",
+    "tracepoint_fds",
+    "raw_tracepoint_fds",
+    "kfunc_entry_fds",
+    "kfunc_exit_fds",
+    "lsm_fds",
+)
+
+
+def detach_everything(bpf: Any) -> list[str]:
+    """Run BCC's cleanup to the end even when one detach fails; returns what failed.
+
+    BPF.cleanup() stops at the first attachment it cannot detach (say its fd was closed
+    behind its back) and leaves the rest attached until the process exits, then raises
+    again from its atexit hook. Here a failed attachment is dropped (its fd closed if it
+    still is one) and cleanup goes on, so every program is detached and the module freed.
+    """
+    problems: list[str] = []
+    for _ in range(256):  # each failure removes one attachment: this always ends
+        try:
+            with captured_native_stderr():
+                bpf.cleanup()
+            break
+        except Exception as exc:
+            problems.append(str(exc))
+            if not _drop_one_attachment(bpf):
+                break
+    atexit.unregister(bpf.cleanup)
+    return problems
+
+
+def _drop_one_attachment(bpf: Any) -> bool:
+    for table_name in _ATTACHMENT_TABLES:
+        table = getattr(bpf, table_name, None)
+        if table:
+            _, fd = table.popitem()
+            fds = fd.values() if isinstance(fd, dict) else [fd]  # uprobes/kprobes keep dicts
+            for each in fds:
+                with contextlib.suppress(OSError, TypeError):
+                    os.close(each)
+            return True
+    return False
