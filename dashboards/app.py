@@ -3,6 +3,13 @@
 Threads collect, the UI renders: the tracer's pipeline thread puts finished traces into a
 feed; a timer here (8 Hz) drains it inside `batch_update()`, adds the batch to the store and
 redraws only what changed. Nothing in the UI waits on the kernel, the server or the disk.
+
+What a redraw costs is Textual rendering widgets, so: the fixed-height header and column
+line are updated only when their text changed, and without a layout pass; and while the
+list follows the newest request at a high rate, the detail pane (waterfall and lesson,
+whose heights change with the trace) moves to the newest request at most
+FOLLOW_DETAIL_HZ times a second - no one reads twenty waterfalls a second, and each one
+re-lays out the screen. A key press updates the detail at once.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from dashboards.waterfall import Waterfall
 from tracer.trace_model import RequestTrace
 
 REFRESH_HZ = 8
+FOLLOW_DETAIL_HZ = 2
 SORTS = {"1": "time", "2": "total", "3": "dominant", "4": "path", "5": "status"}
 
 
@@ -68,6 +76,10 @@ class ReqtraceApp(App[None]):
         self.pending_while_paused = 0
         self._status = FeedStatus()
         self._shown_trace_id: int | None = None
+        self.clock = time.monotonic  # for the detail pane's pace (tests set their own)
+        self._detail_shown_at = 0.0  # self.clock() at the last detail change
+        self._detail_waiting: RequestTrace | None = None  # newest trace, held while following
+        self._static_text: dict[str, object] = {}
         self._ended_notified = False
 
     # -- layout ------------------------------------------------------------------------
@@ -105,6 +117,7 @@ class ReqtraceApp(App[None]):
                 else:
                     self._show_rows()
             self._update_header()
+            self._show_waiting_detail()
         if self._status.ended and self.feed.info.live and not self._ended_notified:
             self._ended_notified = True
             self.notify(self._status.message or "the run ended", severity="warning")
@@ -119,9 +132,15 @@ class ReqtraceApp(App[None]):
 
     def _update_columns(self) -> None:
         width = self.query_one(RequestList).size.width or self.size.width
-        self.query_one("#columns", Static).update(
-            column_header(width, self.store.sort_key, self.store.reverse)
+        self._update_static(
+            "#columns", column_header(width, self.store.sort_key, self.store.reverse)
         )
+
+    def _update_static(self, selector: str, text: object) -> None:
+        """Update a fixed-height Static only when its text changed (no layout pass)."""
+        if self._static_text.get(selector) != text:
+            self._static_text[selector] = text
+            self.query_one(selector, Static).update(text, layout=False)  # type: ignore[arg-type]
 
     def _update_header(self) -> None:
         requests = self.query_one(RequestList)
@@ -135,16 +154,33 @@ class ReqtraceApp(App[None]):
             self.pending_while_paused,
             self.store.total_seen,
         )
-        self.query_one("#header", Static).update(text)
+        self._update_static("#header", text)
 
     # -- selection and teaching ----------------------------------------------------------
 
     @on(RequestList.Highlighted)
     def _highlighted(self, event: RequestList.Highlighted) -> None:
-        waterfall = self.query_one(Waterfall)
-        if event.trace is None or event.trace.id != self._shown_trace_id:
-            self._shown_trace_id = event.trace.id if event.trace else None
-            waterfall.trace = event.trace
+        trace = event.trace
+        if trace is not None and trace.id == self._shown_trace_id:
+            return
+        if event.by_new_rows and self.clock() - self._detail_shown_at < 1 / FOLLOW_DETAIL_HZ:
+            self._detail_waiting = trace  # shown by the timer, once the interval has passed
+            return
+        self._show_detail(trace)
+
+    def _show_waiting_detail(self) -> None:
+        waiting = self._detail_waiting
+        if waiting is not None and self.clock() - self._detail_shown_at >= 1 / FOLLOW_DETAIL_HZ:
+            if self.query_one(RequestList).current is waiting:  # still where the cursor is
+                self._show_detail(waiting)
+            else:
+                self._detail_waiting = None
+
+    def _show_detail(self, trace: RequestTrace | None) -> None:
+        self._detail_waiting = None
+        self._detail_shown_at = self.clock()
+        self._shown_trace_id = trace.id if trace else None
+        self.query_one(Waterfall).trace = trace
 
     @on(RequestList.Selected)
     def _selected(self, _event: RequestList.Selected) -> None:

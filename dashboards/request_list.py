@@ -105,9 +105,10 @@ class RequestList(ScrollView, can_focus=True):
     follow: reactive[bool] = reactive(True)
 
     class Highlighted(Message):
-        def __init__(self, trace: RequestTrace | None) -> None:
+        def __init__(self, trace: RequestTrace | None, by_new_rows: bool = False) -> None:
             super().__init__()
             self.trace = trace
+            self.by_new_rows = by_new_rows  # the cursor followed new rows (not a key press)
 
     class Selected(Message):
         def __init__(self, trace: RequestTrace) -> None:
@@ -120,6 +121,7 @@ class RequestList(ScrollView, can_focus=True):
         self.clock_offset_ns = clock_offset_ns
         self._cache: dict[tuple[int, int, bool], Strip] = {}
         self._highlighted_id: int | None = None
+        self._setting_rows = False
 
     # -- data --------------------------------------------------------------------------
 
@@ -127,6 +129,7 @@ class RequestList(ScrollView, can_focus=True):
         """Show `rows`, keeping the cursor on the same request (or the newest, following)."""
         current = self.current
         self.rows = rows
+        self._setting_rows = True
         self.virtual_size = Size(self.size.width, len(rows))
         if len(self._cache) > 4096:
             self._cache.clear()
@@ -139,6 +142,7 @@ class RequestList(ScrollView, can_focus=True):
                     break
             else:
                 self.cursor = min(self.cursor, max(0, len(rows) - 1))
+        self._setting_rows = False
         self.refresh()
 
     @property
@@ -160,7 +164,7 @@ class RequestList(ScrollView, can_focus=True):
         trace_id = trace.id if trace else None
         if trace_id != self._highlighted_id:
             self._highlighted_id = trace_id
-            self.post_message(self.Highlighted(trace))
+            self.post_message(self.Highlighted(trace, by_new_rows=self._setting_rows))
         self.refresh()
 
     def _move_to(self, index: int) -> None:

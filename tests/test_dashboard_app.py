@@ -165,3 +165,35 @@ async def test_help_and_aggregate_screens_open_and_close() -> None:
         assert "ASGI app called" in stages and "20.0 ms" in stages
         await pilot.press("escape")
         assert not isinstance(app.screen, AggregateScreen)
+
+
+async def test_following_a_fast_stream_moves_the_detail_at_most_twice_a_second() -> None:
+    now = [1_000.0]
+    feed = LiveFeed(RunInfo(title="app:app"))
+    feed.put(_traces(3))
+    app = ReqtraceApp(feed)
+    app.clock = lambda: now[0]
+    async with app.run_test(size=SIZE) as pilot:
+        app.refresh_from_feed()
+        await pilot.pause()
+        waterfall = app.query_one(Waterfall)
+        assert waterfall.trace is not None and waterfall.trace.id == 2
+        now[0] += 0.1  # new rows 100 ms later: the list follows, the detail waits
+        feed.put([make_trace(100)])
+        app.refresh_from_feed()
+        await pilot.pause()
+        assert app.query_one(RequestList).current.id == 100  # type: ignore[union-attr]
+        assert waterfall.trace.id == 2
+        now[0] += 0.5  # the next tick after the interval shows the newest
+        app.refresh_from_feed()
+        await pilot.pause()
+        assert waterfall.trace.id == 100
+        now[0] += 0.1
+        feed.put([make_trace(101)])
+        app.refresh_from_feed()
+        await pilot.pause()
+        assert waterfall.trace.id == 100
+        await pilot.press("k")  # a key press shows its request at once
+        assert waterfall.trace.id == 100 and not app.query_one(RequestList).follow
+        await pilot.press("G")
+        assert waterfall.trace.id == 101
