@@ -51,18 +51,3 @@ def test_a_short_batch_keeps_its_order_and_costs_no_sort() -> None:
     hooks = [r for r in hooks if record_time(r) < 1_010 * MS]
     assert in_feed_order(kernel, hooks) == kernel + hooks
     assert in_feed_order([], hooks) == hooks and in_feed_order(kernel, []) == kernel
-
-
-def test_tuning_the_collector_freezes_setup_objects_and_spaces_out_collections() -> None:
-    import gc
-
-    from tracer.gc_tuning import YOUNG_THRESHOLD, tune_for_streaming
-
-    before = gc.get_threshold()
-    try:
-        tune_for_streaming()
-        assert gc.get_freeze_count() > 0
-        assert gc.get_threshold()[0] == YOUNG_THRESHOLD > before[0]
-    finally:
-        gc.unfreeze()
-        gc.set_threshold(*before)

@@ -41,7 +41,6 @@ from tracer import __version__
 from tracer.attach_plan import ProbePlan, build_plan
 from tracer.attach_trials import AttachTrials
 from tracer.correlator import Correlator
-from tracer.gc_tuning import tune_for_streaming
 from tracer.graceful_signals import stop_on_signals
 from tracer.listener import (
     ListenError,
@@ -330,7 +329,6 @@ class RunSession:
             # The pipeline runs from the first instant: records must not pile up while the
             # server starts (a batch spanning seconds strains the reorder window).
             self.pipeline = Pipeline(correlator, probes, hooks, self._sinks())
-            tune_for_streaming()
             pipeline_stop = threading.Event()
             thread = threading.Thread(
                 target=self.pipeline.run,
