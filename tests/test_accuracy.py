@@ -8,8 +8,10 @@ namespaces do not change it), so each trace is checked against what the client s
 
 - the stages never add up to more than the server-side total (first kernel timestamp →
   last send exit);
-- that total lies within the client's own request→response interval, give or take
-  CLIENT_OVERLAP_NS (see there).
+- that total lies within the client's own request→response interval: it starts after the
+  client began sending, and its response write began before the client had read the
+  response (both exact); only the return of that last write may come later (see
+  CLIENT_OVERLAP_NS).
 
 Tolerances are stated where they are used, each with the reason for its size. They are
 about the machine (a 2-core VM, timers, scheduling), never about reqtrace being vague: a
@@ -46,7 +48,9 @@ MS = 1_000_000
 US = 1_000
 # The server's last send syscall returns after the kernel queued the response; on the other
 # CPU the client may already read it while that syscall is still on its way back (µs). 1 ms
-# leaves room for the server being preempted right at that point on a busy 2-core VM.
+# leaves room for the server being preempted right at that point on a busy 2-core VM; a
+# longer wait there (seen once: 2.3 ms, in CI, with a Python delay line forwarding a 4 MiB
+# upload on the same 2 CPUs) must be time spent inside that send syscall.
 CLIENT_OVERLAP_NS = 1 * MS
 
 _serial = itertools.count(1)
@@ -132,10 +136,18 @@ def check_consistent(trace: RequestTrace, client: ClientRequest) -> None:
     assert trace.complete, trace.notes
     assert trace.status == client.status == 200
     assert sum(s.duration_ns for s in trace.stages) <= trace.total_ns
-    # The kernel saw the request after the client sent it, and answered before it was read.
+    # The kernel saw the request after the client sent it, and the response's write began
+    # before the client had read the response: exact, one clock on both sides.
+    send = trace.stage("send")
+    assert send is not None, trace.notes
     assert trace.start_ns >= client.start_ns
-    assert trace.end_ns <= client.end_ns + CLIENT_OVERLAP_NS
-    assert trace.total_ns <= client.latency_ns + CLIENT_OVERLAP_NS
+    assert send.start_ns <= client.end_ns, (send, client)
+    # The total ends when that write returned: soon after the client read it, or later only
+    # because the server waited inside the syscall (then the send stage spans the excess).
+    late_return_ns = trace.end_ns - client.end_ns
+    assert late_return_ns <= CLIENT_OVERLAP_NS or (
+        trace.end_ns == send.end_ns and late_return_ns < send.duration_ns
+    ), (late_return_ns, send, client)
 
 
 def stage_ns(trace: RequestTrace, name: str) -> int:
@@ -247,7 +259,9 @@ def test_cpu_hog_on_the_servers_cpu_grows_the_wakeup_stage(tmp_path: Path) -> No
         # just after its last spin iteration, the kernel switches just before).
         assert wakeup.end_ns >= spin_end - 50 * US, trace.details
         # The other stages did not absorb the hog.
-        assert trace.total_ns - wakeup.duration_ns < 2 * MS
+        assert trace.total_ns - wakeup.duration_ns < 2 * MS, [
+            (s.name, s.start_ns - spin_end, s.duration_ns) for s in trace.stages
+        ]
     # Typically the server runs right after the spin: waking and returning from epoll takes
     # tens of µs here. Not every time (the tracer's pipeline thread shares the pinned CPU and
     # may run first), hence the median, and 500 µs.
