@@ -251,10 +251,11 @@ def detach_everything(bpf: Any) -> list[str]:
 
 
 def _drop_one_attachment(bpf: Any) -> bool:
+    """Forget the attachment BPF.cleanup() just failed on: the first one it had left."""
     for table_name in _ATTACHMENT_TABLES:
         table = getattr(bpf, table_name, None)
         if table:
-            _, fd = table.popitem()
+            fd = table.pop(next(iter(table)))  # cleanup goes in insertion order
             fds = fd.values() if isinstance(fd, dict) else [fd]  # uprobes/kprobes keep dicts
             for each in fds:
                 with contextlib.suppress(OSError, TypeError):

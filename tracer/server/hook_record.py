@@ -9,7 +9,7 @@ of 0 means "did not happen" (for example no body, or the client left before the 
 
 Layout on the wire (server child -> tracer, see tracer/server/hook_channel.py): each record
 is the tuple `(kind, *fields)` in the field order below, marshalled in length-prefixed
-batches. The records are named tuples: immutable, and built from a wire tuple in one C
+batches. The records are named tuples: immutable, and built from a wire tuple in one
 call (a frozen dataclass took ~1.6 us per RequestTiming here, a named tuple ~0.2 us).
 """
 
