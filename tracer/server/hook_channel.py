@@ -18,9 +18,10 @@ Marshal is used because both ends are the same Python and it is the fastest seri
 tuples of ints and strings in the standard library for writing these records (pickle
 writes them ~25% slower, and the writer is the server's event loop). Format version 4
 (Python 3.4+): it writes ASCII strings and small tuples in short forms without making a
-temporary object, where version 2 encodes every string to a new UTF-8 bytes object first;
-measured on batches of 256 request records, v4 takes ~290 ns per record to dump and ~350
-to load, v2 ~490 and ~500, and a record is ~160 bytes instead of 200. A whole batch is one frame and
+temporary object, and repeated objects (a connection's ids tuple, "GET", "ok") as
+back-references, where version 2 encodes every string to a new UTF-8 bytes object first;
+measured on batches of 256 request records, v4 takes ~280 ns per record to dump and ~400
+to load, v2 ~550 and ~580, and a record is ~179 bytes instead of 220. A whole batch is one frame and
 one marshal call: per record that is C work only, where a frame per record cost a Python
 call, a length prefix and a join each, on both ends. It is NOT safe against a hostile
 writer; the reader bounds frame sizes and checks each tuple's shape, and the writer is the

@@ -7,10 +7,11 @@ All timestamps are CLOCK_MONOTONIC nanoseconds (time.monotonic_ns()), the same c
 bpf_ktime_get_ns() in the probes, so kernel and server times share one axis. A timestamp
 of 0 means "did not happen" (for example no body, or the client left before the app ran).
 
-Layout on the wire (server child -> tracer, see tracer/server/hook_channel.py): each record
-is the tuple `(kind, *fields)` in the field order below, marshalled in length-prefixed
-batches. The records are named tuples: immutable, and built from a wire tuple in one
-call (a frozen dataclass took ~1.6 us per RequestTiming here, a named tuple ~0.2 us).
+Layout on the wire (server child -> tracer): plain tuples, `(kind, *fields)` in the field
+order below for connections, a nested form for requests (see tracer/server/hooks.py),
+marshalled in length-prefixed batches (tracer/server/hook_channel.py). The records are
+named tuples: immutable, and built from a wire tuple in one call (a frozen dataclass took
+~1.6 us per RequestTiming here, a named tuple ~0.2 us).
 """
 
 from __future__ import annotations

@@ -100,8 +100,8 @@ class HttpProtocol(asyncio.Protocol):
         "pending_reject",
         "phase",
         "pipeline",
-        "record_prefix",
         "recv_ns",
+        "request_ids",
         "requests",
         "running",
         "server",
@@ -120,7 +120,7 @@ class HttpProtocol(asyncio.Protocol):
         self.loop = loop
         self.app = state.app
         self.timed = state.emit_hook is not None
-        self.record_prefix: tuple[object, ...] = ()  # RequestTiming's per-connection fields
+        self.request_ids = (0, 0, 0, 0)  # RequestTiming's per-connection fields
         self.parser = httptools.HttpRequestParser(self)
         # Answer the request in hand even if the client pipelined bytes after "close".
         self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
@@ -183,7 +183,7 @@ class HttpProtocol(asyncio.Protocol):
             emit = state.emit_hook
             assert emit is not None
             emit(timing.connection_opened(self))
-            self.record_prefix = timing.request_prefix(self)
+            self.request_ids = timing.request_ids(self)
         if state.shutting_down:
             self.close("shutdown")
             return
@@ -444,9 +444,10 @@ class HttpProtocol(asyncio.Protocol):
         self.tasks_running -= 1
         self.state.active_requests -= 1
         self.state.total_requests += 1
-        if self.timed:
+        if self.timed:  # _emit_cycle, inlined on the per-request path
             emit = self.state.emit_hook
             assert emit is not None
+            cycle.timed = False  # its record holds its stamps and chunks: they are final
             emit(timing.request_timing(cycle))
         if self.lost and self.tasks_running == 0:
             self._finish()
@@ -617,6 +618,7 @@ class HttpProtocol(asyncio.Protocol):
     def _emit_cycle(self, cycle: RequestCycle) -> None:
         emit = self.state.emit_hook
         if emit is not None:
+            cycle.timed = False  # its record holds its stamps and chunks: they are final
             emit(timing.request_timing(cycle))
 
     def _emit_refused(self, status: int, outcome: str, response_bytes: int = 0) -> None:

@@ -1,9 +1,9 @@
 """Build the timing-hook records, in wire form, from a connection's and a cycle's slots.
 
 The protocol and the cycle only store timestamps while they work (see hooks.py for why);
-this module turns those slots into `(kind, *fields)` tuples in the field order of
-hook_record.py, once per event: connection opened, request cycle ended (reached the app or
-not), connection closed. Nothing here runs when the timing hooks are off.
+this module turns those slots into wire tuples (the forms are in hooks.py), once per event:
+connection opened, request cycle ended (reached the app or not), connection closed.
+Nothing here runs when the timing hooks are off.
 """
 
 from __future__ import annotations
@@ -37,27 +37,31 @@ def connection_opened(protocol: HttpProtocol) -> WireRecord:
     )
 
 
-def request_prefix(protocol: HttpProtocol) -> WireRecord:
-    """The fields every RequestTiming of a connection shares, computed once per connection."""
+def request_ids(protocol: HttpProtocol) -> tuple[int, int, int, int]:
+    """(pid, tid, fd, conn_id): what every RequestTiming of a connection shares, made once."""
     state = protocol.state
-    return (KIND_REQUEST_TIMING, state.pid, state.tid, protocol.fd, protocol.conn_id)
+    return (state.pid, state.tid, protocol.fd, protocol.conn_id)
 
 
 def request_timing(cycle: RequestCycle) -> WireRecord:
-    """A request that reached the app (or was queued for it), when its cycle ends."""
+    """A request that reached the app (or was queued for it), when its cycle ends.
+
+    The request form of the wire (see hooks.py): the cycle's own target bytes, stamps list
+    and chunks list go as they are; the reader splits and decodes them. The cycle stops
+    stamping once its record is made (protocol.cycle_finished), so the lists are final.
+    """
     protocol = cycle.protocol
     scope = cycle.scope
-    path, _, query = cycle.target.decode("latin-1").partition("?")
     return (
-        *protocol.record_prefix,  # kind, pid, tid, fd, conn_id
+        KIND_REQUEST_TIMING,
+        protocol.request_ids,
         cycle.seq,
         scope["method"],
-        path,
-        query,
+        cycle.target,
         scope["http_version"],
         cycle.status,
-        *cycle.stamps,  # first byte ... response done, already in field order
-        tuple(cycle.chunks),
+        cycle.stamps,  # first byte ... response done, in field order
+        cycle.chunks,
         cycle.request_body_bytes,
         cycle.response_bytes,
         cycle.keep_alive,
@@ -77,7 +81,6 @@ def request_refused(
     state = protocol.state
     parser = protocol.parser
     target = protocol.url
-    path, _, query = target.decode("latin-1").partition("?")
     method = version = ""
     if target:
         method = parser.get_method().decode("ascii", "replace")
@@ -87,24 +90,16 @@ def request_refused(
     now = monotonic_ns()
     return (
         KIND_REQUEST_TIMING,
-        state.pid,
-        state.tid,
-        protocol.fd,
-        protocol.conn_id,
+        request_ids(protocol),
         protocol.requests,
         method,
-        path,
-        query,
+        target,
         version,
         status,
-        begin,
-        headers_done,
-        0,  # body never completed
-        0,  # app never called
-        0,  # no response start from an app
-        0,  # no app to return
-        now if status else 0,
-        ((now, response_bytes),) if status else (),
+        # first byte, headers done; the body never completed, no app was called, started
+        # a response or returned; the server's own answer went out now (if any)
+        [begin, headers_done, 0, 0, 0, 0, now if status else 0],
+        [(now, response_bytes)] if status else [],
         0,
         response_bytes,
         False,
