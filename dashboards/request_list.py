@@ -1,7 +1,7 @@
 """The request list: one line per request, drawn with the line API (no widget per row).
 
 Rows come from the TraceStore's current view. Each visible line is rendered on demand by
-`render_line` from a cache keyed by (trace id, width, cursor), so scrolling and new traces
+`render_line` from a cache keyed by (trace id, width, look), so scrolling and new traces
 cost only the lines that changed. Follow mode keeps the cursor on the newest request until
 the user moves up; moving back to the end turns it on again.
 """
@@ -119,7 +119,7 @@ class RequestList(ScrollView, can_focus=True):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.rows: Sequence[RequestTrace] = ()
         self.clock_offset_ns = clock_offset_ns
-        self._cache: dict[tuple[int, int, bool], Strip] = {}
+        self._cache: dict[tuple[int, int, int], Strip] = {}
         self._highlighted_id: int | None = None
         self._setting_rows = False
 
@@ -204,7 +204,9 @@ class RequestList(ScrollView, can_focus=True):
             return Strip.blank(width)
         trace = self.rows[index]
         selected = index == self.cursor
-        key = (trace.id, width, selected and self.has_focus)
+        # A row looks three ways: plain, under the cursor, under the cursor while unfocused.
+        look = (2 if self.has_focus else 1) if selected else 0
+        key = (trace.id, width, look)
         strip = self._cache.get(key)
         if strip is None:
             text = row_text(trace, width, self.clock_offset_ns)

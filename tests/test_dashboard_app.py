@@ -197,3 +197,25 @@ async def test_following_a_fast_stream_moves_the_detail_at_most_twice_a_second()
         assert waterfall.trace.id == 100 and not app.query_one(RequestList).follow
         await pilot.press("G")
         assert waterfall.trace.id == 101
+
+
+async def test_a_row_left_by_the_cursor_loses_its_highlight_while_the_list_is_unfocused() -> None:
+    app = _app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        requests = app.query_one(RequestList)
+
+        def background(index: int) -> set[str | None]:
+            strip = requests.render_line(index - requests.scroll_offset.y)
+            return {
+                segment.style.bgcolor.name if segment.style and segment.style.bgcolor else None
+                for segment in strip
+            }
+
+        await pilot.press("enter")  # drilled in: the waterfall has the focus
+        assert not requests.has_focus
+        assert background(29) == {"#3a3a3a"}  # the cursor's row, dimmed while unfocused
+        requests.cursor = 28  # e.g. following a new row
+        await pilot.pause()
+        assert background(28) == {"#3a3a3a"}
+        assert background(29) == {None}
