@@ -22,6 +22,7 @@ from .correlator_fixtures import (
     MS,
     US,
     Scenario,
+    arrival_order,
     assert_matches,
     by_seq,
     event_time,
@@ -387,3 +388,36 @@ def test_writes_are_kept_in_time_order_and_a_response_takes_only_its_own() -> No
     assert connection.send_left == [100] * 5
     assert connection.drop_sends_before(at[3]) == 2
     assert [s.enter_ts for s in connection.sends] == at[3:]
+
+
+def test_responses_waiting_for_lost_writes_are_not_asked_again_on_every_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under record loss many responses wait for writes that never come. Each new record
+    must not make the correlator ask every one of them for writes again (that made the
+    work per record grow with the backlog: the live pipeline's largest cost under load)."""
+    scenario = Scenario()
+    connection = scenario.connect(1_000 * MS, 50_000, fd=7)
+    requests = 400
+    for i in range(requests):
+        connection.request(1_010 * MS + i * 100 * US)
+    connection.close(1_010 * MS + requests * 100 * US + 1 * MS)
+    # The first half of the responses' writes were lost (the ring buffer was full): one
+    # write each, in the order they happened.
+    sends = [record for record in scenario.records if isinstance(record, SendRecord)]
+    assert len(sends) == requests
+    lost = {id(record) for record in sends[: requests // 2]}
+    records = arrival_order([r for r in scenario.records if id(r) not in lost])
+    calls = 0
+    take_sends = Connection.take_sends
+
+    def counted(self: Connection, ev: RequestEvidence, next_first_chunk_ns: int) -> None:
+        nonlocal calls
+        calls += 1
+        take_sends(self, ev, next_first_chunk_ns)
+
+    monkeypatch.setattr(Connection, "take_sends", counted)
+    traces = run(records)
+    assert len(traces) == requests
+    assert sum(not trace.complete for trace in traces) == requests // 2
+    assert calls <= 2 * requests  # was 100,300: every waiting response, on every record

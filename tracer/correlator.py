@@ -52,9 +52,11 @@ all go through `feed()` and the same sequence of calls always gives the same tra
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from operator import attrgetter
 from typing import Any
 
 from tracer.connection_state import DROP, RESET, RETRANSMIT, Connection
@@ -80,6 +82,8 @@ from tracer.server.hook_record import (
 from tracer.stage_builder import RequestEvidence, build_timeline
 from tracer.trace_model import RequestTrace
 
+_ENTER = attrgetter("enter_ts")  # a write's start: the key writes are kept in order by
+
 FeedRecord = KernelRecord | HookRecord
 
 MS = 1_000_000
@@ -91,6 +95,7 @@ TCP_CLOSE = 7
 TCP_CLOSE_WAIT = 8
 
 SWEEP_EVERY = 8192  # records between idle sweeps (at least one per connection)
+EMITTED = -1  # RequestEvidence.deadline_ns of a request whose trace was emitted
 MIN_DEADLINES_COMPACTION = 4096  # deadline entries before stale ones are dropped
 
 CLOSED_BY_REASON = {"client_closed": "client", "server_closed": "server"}
@@ -429,7 +434,7 @@ class Correlator:
         self._attribute_sends(connection)
         if pending and pending[0].first_chunk_ns and not connection.seqs_ahead:
             self._counts.unmatched_sends += connection.drop_sends_before(pending[0].first_chunk_ns)
-        if evidence.bytes_left > 0 and evidence in pending:
+        if evidence.bytes_left > 0 and evidence.deadline_ns != EMITTED:  # still pending
             wait = self.limits.send_settle_ns
             if evidence.backpressured:
                 wait = self.limits.drain_timeout_ns
@@ -449,11 +454,29 @@ class Correlator:
 
     def _attribute_sends(self, connection: Connection) -> None:
         pending = connection.pending
+        sends = connection.sends
+        # A response can only take writes that began at or after its first chunk: when the
+        # latest write began before that, take_sends would find nothing (under record loss
+        # many responses wait here for writes that never come; asking each of them on
+        # every record made this loop the correlator's largest cost).
+        # Nor when, not draining, the first write at or after its first chunk began at or
+        # after the next response's first chunk (take_sends would stop there at once).
+        # Both checks are exactly take_sends' own first steps, without the call.
+        last_enter = sends[-1].enter_ts if sends else -1
         i = 0
         while i < len(pending):
             evidence = pending[i]
-            next_first_chunk = pending[i + 1].first_chunk_ns if i + 1 < len(pending) else 0
-            connection.take_sends(evidence, next_first_chunk)
+            first_chunk = evidence.first_chunk_ns
+            if evidence.bytes_left > 0 and first_chunk <= last_enter:
+                next_first_chunk = pending[i + 1].first_chunk_ns if i + 1 < len(pending) else 0
+                if (
+                    evidence.backpressured
+                    or not next_first_chunk
+                    or sends[bisect_left(sends, first_chunk, key=_ENTER)].enter_ts
+                    < next_first_chunk
+                ):
+                    connection.take_sends(evidence, next_first_chunk)
+                    last_enter = sends[-1].enter_ts if sends else -1
             if evidence.bytes_left <= 0:
                 del pending[i]
                 self._emit(connection, evidence)
@@ -479,7 +502,7 @@ class Correlator:
             return False
         if evidence is None:
             return connection.close_deadline_ns == at
-        return evidence.deadline_ns == at and evidence in connection.pending
+        return evidence.deadline_ns == at  # EMITTED once it left pending (never a time)
 
     def _expire(self, now: int) -> None:
         deadlines = self._deadlines
@@ -501,6 +524,8 @@ class Correlator:
             self._emit(connection, evidence)
 
     def _emit(self, connection: Connection, evidence: RequestEvidence) -> None:
+        """Build and queue the trace of a request that just left `connection.pending`."""
+        evidence.deadline_ns = EMITTED  # its deadline entries are dead (see _deadline_live)
         connection.emitted += 1
         timing = evidence.timing
         start, end, stages, notes, details, complete = build_timeline(evidence)
