@@ -32,6 +32,7 @@ from tracer.server.hook_record import (
     RequestTiming,
 )
 from tracer.server.hooks import (
+    STAMP_FIELDS,
     HookWireError,
     record_from_wire,
     wire_from_record,
@@ -362,12 +363,11 @@ async def test_a_request_record_takes_under_190_bytes_on_the_wire() -> None:
     writer = HookChannelWriter(write_fd, batch_records=1000, flush_interval=60)
     base = sample_records()[1]._replace(method="POST", path="/api/items", headers=())
     stamp = 20_338_828_170_862  # CLOCK_MONOTONIC ns after hours of uptime: 45-bit ints
-    stamp_fields = [name for name in RequestTiming._fields if name.endswith("_ns")]
     records = [
         base._replace(
             seq=i,
             chunks=((stamp + i * 1000 + 9, 133),),
-            **{name: stamp + i * 1000 + n for n, name in enumerate(stamp_fields)},
+            **{name: stamp + i * 1000 + n for n, name in enumerate(STAMP_FIELDS)},
         )
         for i in range(256)
     ]
@@ -376,9 +376,10 @@ async def test_a_request_record_takes_under_190_bytes_on_the_wire() -> None:
         wire = wire_from_record(record)
         writer.emit_wire((wire[0], ids, *wire[2:]))
     writer.close()  # one frame: the batch
+    reader = HookChannelReader(read_fd)
     data = os.read(read_fd, 1 << 20)
-    os.close(read_fd)
-    assert HookChannelReader(os.open(os.devnull, os.O_RDONLY)).feed(data) == records
+    assert reader.feed(data) == records
+    reader.close()
     assert len(data) / len(records) < 190
 
 

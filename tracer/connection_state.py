@@ -40,7 +40,7 @@ DROP = "drops"
 MAX_EVENTS = 256
 _new = tuple.__new__  # builds a named tuple from its fields in order
 _TS = attrgetter("ts_ns")
-_ENTER = attrgetter("enter_ts")
+WRITE_START = attrgetter("enter_ts")  # the key writes are kept in order by
 
 
 class Connection:
@@ -154,7 +154,7 @@ class Connection:
         ret = record.ret
         left = ret if ret > 0 else 0
         if sends and record.enter_ts < sends[-1].enter_ts:
-            at = bisect_right(sends, record.enter_ts, key=_ENTER)
+            at = bisect_right(sends, record.enter_ts, key=WRITE_START)
             sends.insert(at, record)
             self.send_left.insert(at, left)
         else:
@@ -260,7 +260,7 @@ class Connection:
         sends = self.sends
         lefts = self.send_left
         chunks = ev.timing.chunks
-        start = bisect_left(sends, ev.first_chunk_ns, key=_ENTER)
+        start = bisect_left(sends, ev.first_chunk_ns, key=WRITE_START)
         end = start
         count = len(sends)
         partial: list[SendRecord] = []
@@ -318,7 +318,7 @@ class Connection:
 
     def drop_sends_before(self, ts_ns: int) -> int:
         """Forget writes that began before `ts_ns` (no response can claim them any more)."""
-        dropped = bisect_left(self.sends, ts_ns, key=_ENTER)
+        dropped = bisect_left(self.sends, ts_ns, key=WRITE_START)
         if dropped:
             del self.sends[:dropped], self.send_left[:dropped]
         return dropped

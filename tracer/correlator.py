@@ -56,10 +56,9 @@ from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from operator import attrgetter
 from typing import Any
 
-from tracer.connection_state import DROP, RESET, RETRANSMIT, Connection
+from tracer.connection_state import DROP, RESET, RETRANSMIT, WRITE_START, Connection
 from tracer.connection_table import ConnectionTable
 from tracer.records import (
     AcceptRecord,
@@ -81,8 +80,6 @@ from tracer.server.hook_record import (
 )
 from tracer.stage_builder import RequestEvidence, build_timeline
 from tracer.trace_model import RequestTrace
-
-_ENTER = attrgetter("enter_ts")  # a write's start: the key writes are kept in order by
 
 FeedRecord = KernelRecord | HookRecord
 
@@ -472,7 +469,7 @@ class Correlator:
                 if (
                     evidence.backpressured
                     or not next_first_chunk
-                    or sends[bisect_left(sends, first_chunk, key=_ENTER)].enter_ts
+                    or sends[bisect_left(sends, first_chunk, key=WRITE_START)].enter_ts
                     < next_first_chunk
                 ):
                     connection.take_sends(evidence, next_first_chunk)

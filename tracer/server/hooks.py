@@ -56,15 +56,8 @@ RECORD_CLASSES = {
 }
 KIND_OF_CLASS = {cls: kind for kind, cls in RECORD_CLASSES.items()}
 FIELD_NAMES = {kind: cls._fields for kind, cls in RECORD_CLASSES.items()}
-STAMP_FIELDS = (
-    "first_byte_ns",
-    "headers_done_ns",
-    "body_done_ns",
-    "app_called_ns",
-    "response_start_ns",
-    "app_returned_ns",
-    "response_done_ns",
-)
+STAMP_FIELDS = tuple(name for name in RequestTiming._fields if name.endswith("_ns"))
+"""The timestamps a request's wire record carries as one list, in field order."""
 REQUEST_WIRE_LENGTH = 14
 
 

@@ -90,6 +90,7 @@ class HttpProtocol(asyncio.Protocol):
         "head_upper",
         "headers",
         "headers_done_ns",
+        "hook_ids",
         "host_count",
         "ignore_input",
         "local",
@@ -101,7 +102,6 @@ class HttpProtocol(asyncio.Protocol):
         "phase",
         "pipeline",
         "recv_ns",
-        "request_ids",
         "requests",
         "running",
         "server",
@@ -120,7 +120,7 @@ class HttpProtocol(asyncio.Protocol):
         self.loop = loop
         self.app = state.app
         self.timed = state.emit_hook is not None
-        self.request_ids = (0, 0, 0, 0)  # RequestTiming's per-connection fields
+        self.hook_ids = (0, 0, 0, 0)  # (pid, tid, fd, conn_id) of every hook record
         self.parser = httptools.HttpRequestParser(self)
         # Answer the request in hand even if the client pipelined bytes after "close".
         self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
@@ -182,8 +182,8 @@ class HttpProtocol(asyncio.Protocol):
         if self.timed:
             emit = state.emit_hook
             assert emit is not None
+            self.hook_ids = (state.pid, state.tid, self.fd, self.conn_id)
             emit(timing.connection_opened(self))
-            self.request_ids = timing.request_ids(self)
         if state.shutting_down:
             self.close("shutdown")
             return

@@ -24,23 +24,13 @@ if TYPE_CHECKING:
 
 
 def connection_opened(protocol: HttpProtocol) -> WireRecord:
-    state = protocol.state
     return (
         KIND_CONNECTION_OPENED,
-        state.pid,
-        state.tid,
-        protocol.fd,
-        protocol.conn_id,
+        *protocol.hook_ids,  # pid, tid, fd, conn_id
         protocol.client or ("", 0),
         protocol.local,
         monotonic_ns(),
     )
-
-
-def request_ids(protocol: HttpProtocol) -> tuple[int, int, int, int]:
-    """(pid, tid, fd, conn_id): what every RequestTiming of a connection shares, made once."""
-    state = protocol.state
-    return (state.pid, state.tid, protocol.fd, protocol.conn_id)
 
 
 def request_timing(cycle: RequestCycle) -> WireRecord:
@@ -54,7 +44,7 @@ def request_timing(cycle: RequestCycle) -> WireRecord:
     scope = cycle.scope
     return (
         KIND_REQUEST_TIMING,
-        protocol.request_ids,
+        protocol.hook_ids,
         cycle.seq,
         scope["method"],
         cycle.target,
@@ -90,7 +80,7 @@ def request_refused(
     now = monotonic_ns()
     return (
         KIND_REQUEST_TIMING,
-        request_ids(protocol),
+        protocol.hook_ids,
         protocol.requests,
         method,
         target,
@@ -109,13 +99,9 @@ def request_refused(
 
 
 def connection_closed(protocol: HttpProtocol) -> WireRecord:
-    state = protocol.state
     return (
         KIND_CONNECTION_CLOSED,
-        state.pid,
-        state.tid,
-        protocol.fd,
-        protocol.conn_id,
+        *protocol.hook_ids,  # pid, tid, fd, conn_id
         protocol.requests,
         protocol.close_reason,
         protocol.lost_ns or monotonic_ns(),
