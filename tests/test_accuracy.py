@@ -280,10 +280,20 @@ def test_cpu_hog_on_the_servers_cpu_grows_the_wakeup_stage(tmp_path: Path) -> No
         # The server could not run before the spin ended (50 µs: the hog reads the clock
         # just after its last spin iteration, the kernel switches just before).
         assert wakeup.end_ns >= spin_end - 50 * US, trace.details
-        # The other stages did not absorb the hog.
-        assert trace.total_ns - wakeup.duration_ns < 2 * MS, ", ".join(
-            f"{s.name} at {s.start_ns - spin_end:+} ns for {s.duration_ns} ns" for s in trace.stages
-        )
+    # The other stages did not absorb the hog: they stay as small as without it (a /hello
+    # is served in ~150 µs here). Not for every request: the VM's host preempts its vCPUs
+    # (steal time, measured 30-370 ms on the server's CPU during one 14 s run of this
+    # test), and a request the host stalls after its wakeup shows that stall in the stage
+    # it fell in (seen: 2.9 ms of app, 2.8 ms of send). Hence at most one in twenty, and
+    # the median.
+    rest = {trace.id: trace.total_ns - wakeup.duration_ns for trace, wakeup, _ in hit}
+    absorbed = [
+        ", ".join(f"{s.name} at {s.start_ns - end:+} ns for {s.duration_ns} ns" for s in t.stages)
+        for t, _, end in hit
+        if rest[t.id] >= 2 * MS
+    ]
+    assert len(absorbed) <= max(1, len(hit) // 20), absorbed
+    assert statistics.median(rest.values()) < 500 * US, rest
     # Typically the server runs right after the spin: waking and returning from epoll takes
     # tens of µs here. Not every time (kernel threads, or the hog's own wakeup, may run
     # first), hence the median, and 500 µs.
