@@ -32,7 +32,7 @@ from dashboards.status_header import header_lines
 from dashboards.teaching import explain
 from dashboards.trace_store import FilterError, TraceStore
 from dashboards.waterfall import Waterfall
-from tracer.trace_model import RequestTrace
+from tracer.model.trace import RequestTrace
 
 REFRESH_HZ = 8
 FOLLOW_DETAIL_HZ = 2
@@ -268,7 +268,7 @@ class ReqtraceApp(App[None]):
 
 def save_traces(traces: Iterable[RequestTrace], header: dict[str, object], folder: Path) -> Path:
     """Write traces as a recording (header, one line each, footer) next to the user."""
-    from tracer.recorder import Recorder
+    from tracer.recording.writer import Recorder
 
     path = folder / time.strftime("reqtrace-saved-%Y%m%d-%H%M%S.jsonl")
     recorder = Recorder(str(path), header={**header, "saved_from": "dashboard"})

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tracer.trace_model import RequestTrace
+from tracer.model.trace import RequestTrace
 
 
 @dataclass

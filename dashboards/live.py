@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from dashboards.app import ReqtraceApp
 from dashboards.feed import FeedStatus, LiveFeed, RunInfo
-from tracer.listener import buffer_sizes
+from tracer.session.listener import buffer_sizes
 
 if TYPE_CHECKING:
-    from tracer.run import RunSession
+    from tracer.session.run_session import RunSession
 
 
 class ServerStatus:

@@ -22,8 +22,8 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from dashboards.render import layer_color, mini_waterfall
-from tracer.trace_model import RequestTrace
-from tracer.units import format_duration
+from tracer.model.trace import RequestTrace
+from tracer.model.units import format_duration
 
 TIME_W, METHOD_W, STATUS_W, TOTAL_W, DOMINANT_W, WATERFALL_W = 12, 7, 4, 10, 11, 16
 FIXED_W = TIME_W + METHOD_W + STATUS_W + TOTAL_W + DOMINANT_W + WATERFALL_W + 6

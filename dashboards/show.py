@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from dashboards.feed import FeedStatus, RecordingFeed, RunInfo
-from tracer.recording import Recording, RecordingError, load_recording
+from tracer.recording.reader import Recording, RecordingError, load_recording
 
 
 def recording_feed(recording: Recording) -> RecordingFeed:

@@ -7,7 +7,7 @@ from rich.text import Text
 from dashboards.feed import FeedStatus, RunInfo
 from dashboards.render import LAYER_ORDER, layer_color, sparkline
 from probes.catalog import POINTS_BY_NAME
-from tracer.units import format_bytes
+from tracer.model.units import format_bytes
 
 
 def coverage_text(coverage: dict[str, str]) -> Text:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from rich.text import Text
 
 from dashboards.render import layer_color
-from tracer.trace_model import LAYER_OF, STAGE_SPANS, RequestTrace, Stage
-from tracer.units import format_duration
+from tracer.model.trace import LAYER_OF, STAGE_SPANS, RequestTrace, Stage
+from tracer.model.units import format_duration
 
 
 @dataclass(frozen=True)

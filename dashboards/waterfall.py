@@ -17,8 +17,8 @@ from textual.widget import Widget
 
 from dashboards.render import bar_cells, layer_color
 from dashboards.teaching import explain_connection
-from tracer.trace_model import STAGE_LAYERS, RequestTrace
-from tracer.units import format_duration
+from tracer.model.trace import STAGE_LAYERS, RequestTrace
+from tracer.model.units import format_duration
 
 LAYER_W, STAGE_W, DURATION_W = 11, 11, 10
 

@@ -1,7 +1,7 @@
 """The catalog of probe points: what reqtrace observes, and the ways to attach to each.
 
 Each logical probe point has an ordered list of attach strategies, best first:
-stable tracepoint -> raw tracepoint -> fentry -> kprobe. The loader (tracer/attach_plan.py)
+stable tracepoint -> raw tracepoint -> fentry -> kprobe. The loader (tracer/kernel/attach_plan.py)
 tries them in that order and keeps the first that attaches *and* that reqtrace can use
 on this machine; `reqtrace doctor` shows every strategy with the reason it was or was not
 taken.
@@ -368,7 +368,7 @@ POINTS_BY_NAME: dict[str, ProbePoint] = {p.name: p for p in CATALOG}
 
 # Tracepoint fields the adapters use when the running kernel has them and do without
 # otherwise (older kernels lack them). The loader defines RT_HAS_<EVENT>_<FIELD> for each
-# one present (tracer/bpf_program.py), so the adapter compiles either way.
+# one present (tracer/kernel/bpf_program.py), so the adapter compiles either way.
 OPTIONAL_FIELDS: dict[str, tuple[str, ...]] = {
     "tcp:tcp_retransmit_skb": ("err",),
 }

@@ -1,7 +1,7 @@
 /*
  * probes/events.h: the one definition of every record reqtrace's BPF programs emit.
  *
- * The Python mirror lives in tracer/records.py; tests/test_records_layout.py compiles this
+ * The Python mirror lives in tracer/records/kernel.py; tests/test_records_layout.py compiles this
  * header with BCC and checks that every size and offset matches the mirror.
  *
  * Theory of operation: the kernel side joins raw events in BPF maps and emits few, rich

@@ -33,7 +33,7 @@
  * opaque pointers; nothing is read through kernel header struct layouts.
  *
  * Each probe point is compiled with the adapter its plan entry chose: the loader defines
- * RT_<POINT> to one of the RT_MECH_* values (see tracer/bpf_program.py). Points left
+ * RT_<POINT> to one of the RT_MECH_* values (see tracer/kernel/bpf_program.py). Points left
  * undefined are absent and their fields stay 0 in the records.
  */
 #include <uapi/linux/ptrace.h>

@@ -79,8 +79,8 @@ def _publish_counters(pipeline: Any, path: str, stop: threading.Event) -> None:
 def child_main(argv: list[str]) -> int:
     """`reqtrace demo ARGS` with the pipeline thread named and its counters published."""
     counts_path, demo_args = argv[0], argv[1:]
-    from tracer import pipeline as pipeline_module
     from tracer.cli import main as reqtrace_main
+    from tracer.session import pipeline as pipeline_module
 
     original_run = pipeline_module.Pipeline.run
 

@@ -31,10 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from scripts.bench_wrk import run_wrk  # noqa: E402
-from tracer.attach_plan import ProbePlan, build_plan  # noqa: E402
-from tracer.attach_trials import AttachTrials  # noqa: E402
-from tracer.probe_loader import ProbeSession  # noqa: E402
-from tracer.system_facts import gather, tracing_blocker  # noqa: E402
+from tracer.kernel.attach_plan import ProbePlan, build_plan  # noqa: E402
+from tracer.kernel.attach_trials import AttachTrials  # noqa: E402
+from tracer.kernel.probe_loader import ProbeSession  # noqa: E402
+from tracer.kernel.system_facts import gather, tracing_blocker  # noqa: E402
 
 STATS_SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
 

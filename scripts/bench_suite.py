@@ -129,7 +129,7 @@ def preflight(settings: Settings) -> list[str]:
                 settings.skip.append(section)
                 reasons.append(f"{section}: skipped, tracing needs root (sudo scripts/bench)")
     else:
-        from tracer.system_facts import gather, tracing_blocker
+        from tracer.kernel.system_facts import gather, tracing_blocker
 
         blocker = tracing_blocker(gather())
         if blocker:
@@ -562,7 +562,7 @@ class _nothing:
 
 
 def main(argv: Sequence[str] | None = None, shown_argv: Sequence[str] | None = None) -> int:
-    from tracer.graceful_signals import exit_cleanly_on_signals
+    from tracer.session.signals import exit_cleanly_on_signals
 
     args, settings = parse_args(argv)
     json_path = Path(args.json).resolve() if args.json else None

@@ -2,11 +2,12 @@
 
 untraced: `python -m tracer serve scripts.bench_apps:hello` (hooks off), nothing attached
           (scripts/bench_probes.py starts it).
-traced:   a real `RunSession` (tracer/run.py) with the same app: probes compiled, attached
-          and filtered to the server child's pid and port, the server child with its timing
-          hooks writing to the pipe, the pipeline thread draining the ring buffer every 20 ms
-          and feeding the correlator; the finished traces go to the run's in-memory tail only
-          (no dashboard, no recording, no per-request log). wrk is the `wait` of the run.
+traced:   a real `RunSession` (tracer/session/run_session.py) with the same app: probes compiled,
+          attached and filtered to the server child's pid and port, the server child
+          with its timing hooks writing to the pipe, the pipeline thread draining the
+          ring buffer every 20 ms and feeding the correlator; the finished traces go to
+          the run's in-memory tail only (no dashboard, no recording, no per-request
+          log). wrk is the `wait` of the run.
 
 Both: the server on one CPU, wrk (and this process, with the tracer's pipeline thread) on
 the other; a 1 s warm-up, then a timed wrk --latency run. Counters (ring-buffer records,
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING
 from scripts.bench_wrk import WrkResult, run_wrk
 
 if TYPE_CHECKING:
-    from tracer.pipeline import Pipeline
+    from tracer.session.pipeline import Pipeline
 
 STATS_SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
 APP = "scripts.bench_apps:hello"
@@ -147,9 +148,9 @@ def traced_run(
     loop: str, seconds: float, connections: int, pins: tuple[int | None, int | None]
 ) -> ServerRun:
     from scripts.bench_probes import program_stats
-    from tracer.graceful_signals import stop_on_signals
-    from tracer.run import RunError, RunOptions, RunSession
     from tracer.server.config import Config
+    from tracer.session.run_session import RunError, RunOptions, RunSession
+    from tracer.session.signals import stop_on_signals
 
     server_cpu, client_cpu = pins
     config = Config(

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tracer.attach_plan import ProbePlan
-from tracer.system_facts import gather, tracing_blocker
+from tracer.kernel.attach_plan import ProbePlan
+from tracer.kernel.system_facts import gather, tracing_blocker
 
 REQUIRE_BPF = os.environ.get("REQTRACE_REQUIRE_BPF") == "1"
 
@@ -39,8 +39,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 @pytest.fixture(scope="session")
 def tracepoint_plan() -> ProbePlan:
     """The probe plan of this machine (trials run once per test session)."""
-    from tracer.attach_plan import build_plan
-    from tracer.attach_trials import AttachTrials
+    from tracer.kernel.attach_plan import build_plan
+    from tracer.kernel.attach_trials import AttachTrials
 
     with AttachTrials(gather()) as trials:
         return build_plan(trials)

@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from tracer.correlator import Correlator, FeedRecord, timing_sort_key
-from tracer.records import (
+from tracer.correlate.correlator import Correlator, FeedRecord, timing_sort_key
+from tracer.model.trace import RequestTrace
+from tracer.records.hooks import ConnectionClosed, ConnectionOpened, RequestTiming
+from tracer.records.kernel import (
     RT_RX_BACKLOG,
     RT_RX_DATA_READY,
     RT_RX_FROM_HARDIRQ,
@@ -29,8 +31,6 @@ from tracer.records import (
     SocketId,
     StateRecord,
 )
-from tracer.server.hook_record import ConnectionClosed, ConnectionOpened, RequestTiming
-from tracer.trace_model import RequestTrace
 
 US = 1_000
 MS = 1_000_000

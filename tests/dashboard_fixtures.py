@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tracer.trace_model import LAYER_OF, ConnectionFacts, RequestTrace, Stage
+from tracer.model.trace import LAYER_OF, ConnectionFacts, RequestTrace, Stage
 
 BASE_NS = 5_000_000_000_000
 

@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from tracer.probe_loader import ProbeSession
-from tracer.records import KernelRecord
+from tracer.kernel.probe_loader import ProbeSession
+from tracer.records.kernel import KernelRecord
 
 from .helpers import ROOT
 

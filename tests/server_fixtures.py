@@ -28,8 +28,8 @@ from typing import Any
 import pytest
 
 from tests.helpers import ROOT
+from tracer.records.hooks import HookRecord
 from tracer.server.config import Config
-from tracer.server.hook_record import HookRecord
 from tracer.server.hooks import CallbackSink, HookSink
 from tracer.server.main import Server, ServerInfo
 

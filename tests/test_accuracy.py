@@ -37,8 +37,8 @@ import psutil
 import pytest
 
 from tracer.lab import Impairment, Lab, LabInfo
-from tracer.recording import load_recording
-from tracer.trace_model import RequestTrace
+from tracer.model.trace import RequestTrace
+from tracer.recording.reader import load_recording
 
 from .helpers import ROOT
 from .run_fixtures import free_port, reqtrace_run, stop, wait_listening
@@ -113,7 +113,7 @@ def pin_server(tracer_pid: int, cpu: int) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         children = psutil.Process(tracer_pid).children()
-        servers = [c for c in children if "tracer.run_child" in c.cmdline()]
+        servers = [c for c in children if "tracer.session.server_child" in c.cmdline()]
         if servers:
             for thread in servers[0].threads():
                 os.sched_setaffinity(thread.id, {cpu})

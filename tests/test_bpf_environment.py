@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tracer.native_stderr import captured_native_stderr
+from tracer.kernel.native_stderr import captured_native_stderr
 
 TCP_PROBE_PROGRAM = rb"""
 struct segment { u64 ts; u32 data_len; u16 sport; u16 dport; };

@@ -4,12 +4,12 @@ retransmits, the two streams out of order)."""
 
 from __future__ import annotations
 
-from tracer.correlator import (
+from tracer.correlate.correlator import (
     Correlator,
 )
-from tracer.records import RecvRecord, StateRecord
-from tracer.server.hook_record import ConnectionOpened, RequestTiming
-from tracer.trace_model import STAGE_NAMES
+from tracer.model.trace import STAGE_NAMES
+from tracer.records.hooks import ConnectionOpened, RequestTiming
+from tracer.records.kernel import RecvRecord, StateRecord
 
 from .correlator_fixtures import (
     EAGAIN,

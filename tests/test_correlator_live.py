@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from tracer.attach_plan import ProbePlan
-from tracer.correlator import Correlator
-from tracer.probe_loader import ProbeSession
-from tracer.raw_log import LoggingCorrelator, RawLogWriter, replay
-from tracer.trace_model import STAGE_NAMES, RequestTrace
+from tracer.correlate.correlator import Correlator
+from tracer.kernel.attach_plan import ProbePlan
+from tracer.kernel.probe_loader import ProbeSession
+from tracer.model.trace import STAGE_NAMES, RequestTrace
+from tracer.recording.raw_log import LoggingCorrelator, RawLogWriter, replay
 
 from .helpers import ROOT
 from .server_fixtures import running_server

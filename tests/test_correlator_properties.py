@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tracer.correlator import Correlator, CorrelatorLimits, FeedRecord
-from tracer.server.hook_record import RequestTiming
-from tracer.trace_model import STAGE_NAMES, RequestTrace
+from tracer.correlate.correlator import Correlator, CorrelatorLimits, FeedRecord
+from tracer.model.trace import STAGE_NAMES, RequestTrace
+from tracer.records.hooks import RequestTiming
 
 from .correlator_fixtures import EAGAIN, MS, US, Expected, Scenario, arrival_order
 

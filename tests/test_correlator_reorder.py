@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tracer.reorder import ReorderBuffer
+from tracer.correlate.reorder import ReorderBuffer
 
 
 def released(entries: object) -> list[str]:

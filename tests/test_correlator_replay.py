@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tracer.correlator import Correlator
-from tracer.raw_log import (
+from tracer.correlate.correlator import Correlator
+from tracer.model.trace import RequestTrace
+from tracer.recording.raw_log import (
     LoggingCorrelator,
     LostRecords,
     RawLogError,
@@ -19,8 +20,7 @@ from tracer.raw_log import (
     read_raw_log,
     replay,
 )
-from tracer.recorder import REDACTED
-from tracer.trace_model import RequestTrace
+from tracer.recording.writer import REDACTED
 
 from .correlator_fixtures import EAGAIN, MS, Scenario, arrival_order
 

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from tracer.connection_state import Connection
-from tracer.correlator import (
+from tracer.correlate.connection import Connection
+from tracer.correlate.correlator import (
     MIN_DEADLINES_COMPACTION,
     Correlator,
     CorrelatorLimits,
     FeedRecord,
 )
-from tracer.records import RT_RX_PROCESS_CONTEXT, RecvRecord, SendRecord, StateRecord
-from tracer.server.hook_record import ConnectionOpened, RequestTiming
-from tracer.stage_builder import RequestEvidence
-from tracer.trace_model import RequestTrace
+from tracer.correlate.stage_builder import RequestEvidence
+from tracer.model.trace import RequestTrace
+from tracer.records.hooks import ConnectionOpened, RequestTiming
+from tracer.records.kernel import RT_RX_PROCESS_CONTEXT, RecvRecord, SendRecord, StateRecord
 
 from .correlator_fixtures import (
     EAGAIN,

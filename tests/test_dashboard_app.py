@@ -138,7 +138,7 @@ async def test_space_pauses_the_list_while_traces_keep_arriving() -> None:
 async def test_ctrl_s_saves_a_loadable_recording(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tracer.recording import load_recording
+    from tracer.recording.reader import load_recording
 
     monkeypatch.chdir(tmp_path)
     app = _app(12)

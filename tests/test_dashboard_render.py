@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from rich.console import Console
 
 from dashboards.render import bar_cells, mini_waterfall, percentile, sparkline
-from tracer.units import format_duration
+from tracer.model.units import format_duration
 
 
 @dataclass

@@ -88,7 +88,7 @@ def test_demo_in_a_real_terminal(tmux: Tmux, tmp_path: Path) -> None:
     tmux("new-session", "-d", "-s", "demo", "-x", str(WIDTH), "-y", str(HEIGHT), command)
 
     screen = _wait_for(_shows_requests_and_a_waterfall, "requests and a waterfall", tmux, 60)
-    assert "reqtrace" in screen.splitlines()[0] and "demo_app" in screen.splitlines()[0]
+    assert "reqtrace" in screen.splitlines()[0] and "tracer.demo.app" in screen.splitlines()[0]
     assert "lost 0" in screen
 
     tmux("send-keys", "-t", "demo", "C-c")

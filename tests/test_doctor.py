@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from probes.catalog import CATALOG, MECHANISMS, ProbePoint, Strategy
-from tracer.attach_plan import choose
-from tracer.attach_trials import Attempt
-from tracer.system_facts import gather
+from tracer.kernel.attach_plan import choose
+from tracer.kernel.attach_trials import Attempt
+from tracer.kernel.system_facts import gather
 
 from .helpers import as_nobody
 
@@ -72,7 +72,7 @@ def test_layout_free_fallback_is_chosen_when_the_tracepoint_is_missing() -> None
 
 
 def test_tracepoint_fields_are_read_from_tracefs_format() -> None:
-    from tracer.attach_trials import tracepoint_fields
+    from tracer.kernel.attach_trials import tracepoint_fields
 
     fields = tracepoint_fields("tcp:tcp_probe")
     if fields is None:

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from tracer.correlator import Correlator
-from tracer.export import run_export
-from tracer.recorder import Recorder
+from tracer.commands.export import run_export
+from tracer.correlate.correlator import Correlator
+from tracer.recording.writer import Recorder
 
 from .correlator_fixtures import MS, Scenario, arrival_order
 

@@ -28,11 +28,11 @@ from pathlib import Path
 import pytest
 
 from probes.catalog import CATALOG, POINTS_BY_NAME, Mechanism
-from tracer.attach_plan import build_plan
-from tracer.attach_trials import AttachTrials
-from tracer.probe_loader import ProbeSession
-from tracer.records import AcceptRecord, KernelRecord, RecvRecord, SendRecord, StateRecord
-from tracer.system_facts import gather, tracing_blocker
+from tracer.kernel.attach_plan import build_plan
+from tracer.kernel.attach_trials import AttachTrials
+from tracer.kernel.probe_loader import ProbeSession
+from tracer.kernel.system_facts import gather, tracing_blocker
+from tracer.records.kernel import AcceptRecord, KernelRecord, RecvRecord, SendRecord, StateRecord
 
 from .helpers import ROOT
 from .probe_fixtures import REQUEST, SMALL_RESPONSE, collect, http_exchange, tiny_server

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tracer.correlator import Correlator, record_time
-from tracer.pipeline import in_feed_order
-from tracer.server.hook_record import ConnectionClosed, ConnectionOpened, RequestTiming
+from tracer.correlate.correlator import Correlator, record_time
+from tracer.records.hooks import ConnectionClosed, ConnectionOpened, RequestTiming
+from tracer.session.pipeline import in_feed_order
 
 from .correlator_fixtures import MS, Scenario
 

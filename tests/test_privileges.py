@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tracer.privileges import Account, PrivilegeError, drop_to, resolve_account
+from tracer.session.privileges import Account, PrivilegeError, drop_to, resolve_account
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch users")
 

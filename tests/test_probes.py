@@ -13,17 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from tracer.attach_plan import ProbePlan, build_plan
-from tracer.attach_trials import AttachTrials
-from tracer.probe_loader import ProbeSession
-from tracer.records import (
+from tracer.kernel.attach_plan import ProbePlan, build_plan
+from tracer.kernel.attach_trials import AttachTrials
+from tracer.kernel.probe_loader import ProbeSession
+from tracer.kernel.system_facts import gather
+from tracer.records.kernel import (
     AcceptRecord,
     KernelRecord,
     RecvRecord,
     SendRecord,
     StateRecord,
 )
-from tracer.system_facts import gather
 
 from .helpers import ROOT
 from .probe_fixtures import (

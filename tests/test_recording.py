@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tracer.recorder import REDACTED, Recorder, open_private
-from tracer.recording import CUT_SHORT, RecordingError, load_recording
-from tracer.trace_model import SCHEMA
+from tracer.model.trace import SCHEMA
+from tracer.recording.reader import CUT_SHORT, RecordingError, load_recording
+from tracer.recording.writer import REDACTED, Recorder, open_private
 
 from .test_trace_model import sample_trace
 

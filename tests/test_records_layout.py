@@ -1,4 +1,4 @@
-"""probes/events.h and its Python mirror (tracer/records.py) agree, byte for byte."""
+"""probes/events.h and its Python mirror (tracer/records/kernel.py) agree, byte for byte."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import struct
 import pytest
 
 from probes import PROBES_DIR
-from tracer import records
-from tracer.bpf_program import QUIET_CFLAGS
-from tracer.native_stderr import captured_native_stderr
+from tracer.kernel.bpf_program import QUIET_CFLAGS
+from tracer.kernel.native_stderr import captured_native_stderr
+from tracer.records import kernel as records
 
 EVENTS_H = (PROBES_DIR / "events.h").read_text()
 

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from tracer.correlator import Correlator
-from tracer.recorder import Recorder
-from tracer.recording import load_recording
-from tracer.report import build_report, percentile, render_report, run_report
-from tracer.trace_model import Stage
+from tracer.commands.report import run_report
+from tracer.correlate.correlator import Correlator
+from tracer.model.trace import Stage
+from tracer.recording.reader import load_recording
+from tracer.recording.report import build_report, percentile, render_report
+from tracer.recording.writer import Recorder
 
 from .correlator_fixtures import MS, Scenario, arrival_order
 from .test_trace_model import sample_trace

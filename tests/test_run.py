@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tracer.raw_log import replay
-from tracer.recording import load_recording
+from tracer.recording.raw_log import replay
+from tracer.recording.reader import load_recording
 
 from .helpers import ROOT, as_nobody
 from .run_fixtures import free_port, reqtrace_run, stop, wait_listening

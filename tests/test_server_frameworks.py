@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.server_fixtures import HttpConnection, RunningServer, loops, running_server, wait_for
-from tracer.server.hook_record import ConnectionClosed, RequestTiming
+from tracer.records.hooks import ConnectionClosed, RequestTiming
 
 BOUNDARY = "reqtrace-test-boundary"
 

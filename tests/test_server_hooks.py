@@ -19,17 +19,17 @@ from tests.server_fixtures import (
     spawned_server,
     wait_for,
 )
+from tracer.records.hooks import (
+    ConnectionClosed,
+    ConnectionOpened,
+    HookRecord,
+    RequestTiming,
+)
 from tracer.server.hook_channel import (
     FRAME_LENGTH,
     HookChannelError,
     HookChannelReader,
     HookChannelWriter,
-)
-from tracer.server.hook_record import (
-    ConnectionClosed,
-    ConnectionOpened,
-    HookRecord,
-    RequestTiming,
 )
 from tracer.server.hooks import (
     STAMP_FIELDS,

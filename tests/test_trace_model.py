@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tracer.trace_model import (
+from tracer.model.trace import (
     LAYER_OF,
     STAGE_LAYERS,
     STAGE_NAMES,

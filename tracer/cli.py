@@ -12,8 +12,6 @@ from collections.abc import Sequence
 
 from tracer import __version__
 
-DEMO_APP = "tracer.demo_app:app"
-
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     trace = parser.add_argument_group("tracing")
@@ -96,40 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from tracer.run import RunSession, _options_from_args, prepare_and_execute
-    from tracer.server.config import Config
-
-    config = Config(
-        app=DEMO_APP, host="127.0.0.1", port=args.port, log_level="warning", access_log=False
-    )
-    options = _options_from_args(args)
-
-    def add_load(session: RunSession) -> None:  # the port is known once prepared
-        options.demo_load = [
-            sys.executable,
-            "-m",
-            "tracer.load_generator",
-            "--port",
-            str(session.port),
-            "--rate",
-            str(args.rate),
-            "--connections",
-            str(args.connections),
-            "--duration",
-            str(args.duration or 600.0),
-            "--max-requests",
-            str(args.max_requests or 200_000),
-        ]
-
-    return prepare_and_execute(RunSession(config, options), add_load)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "doctor":
-            from tracer.doctor import run_doctor
+            from tracer.commands.doctor import run_doctor
 
             return run_doctor(args.json, args.ebpf)
         if args.command == "serve":
@@ -138,21 +107,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return serve(config_from_args(args))
         if args.command == "run":
-            from tracer.run import run_command
+            from tracer.commands.run import run_command
 
             return run_command(args)
         if args.command == "demo":
-            return _demo(args)
+            from tracer.commands.run import demo_command
+
+            return demo_command(args)
         if args.command == "show":
             from dashboards.show import run_show
 
             return run_show(args.file)
         if args.command == "report":
-            from tracer.report import run_report
+            from tracer.commands.report import run_report
 
             return run_report(args.file, args.json)
         if args.command == "export":
-            from tracer.export import run_export
+            from tracer.commands.export import run_export
 
             return run_export(args.file, args.format, args.output)
         if args.command == "lab":

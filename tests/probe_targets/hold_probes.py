@@ -5,11 +5,11 @@ from __future__ import annotations
 import sys
 import time
 
-from tracer.attach_plan import build_plan
-from tracer.attach_trials import AttachTrials
-from tracer.graceful_signals import exit_cleanly_on_signals
-from tracer.probe_loader import ProbeSession
-from tracer.system_facts import gather
+from tracer.kernel.attach_plan import build_plan
+from tracer.kernel.attach_trials import AttachTrials
+from tracer.kernel.probe_loader import ProbeSession
+from tracer.kernel.system_facts import gather
+from tracer.session.signals import exit_cleanly_on_signals
 
 
 def main() -> None:

@@ -58,7 +58,7 @@ def add_lab_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...")
 
     load = with_prefix(
-        actions.add_parser("load", help="HTTP load from the client host (tracer.load_generator)")
+        actions.add_parser("load", help="HTTP load from the client host (tracer.demo.load)")
     )
     load.add_argument("url", help="e.g. http://10.77.0.1:8000/ (the path is requested)")
     load.add_argument("--rate", type=float, default=50.0, help="requests per second")
@@ -201,7 +201,7 @@ def _load(args: argparse.Namespace) -> int:
         f"PYTHONPATH={python_path}",
         sys.executable,
         "-m",
-        "tracer.load_generator",
+        "tracer.demo.load",
         "--host",
         url.hostname,
         "--port",

@@ -51,7 +51,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 
-from tracer.server.hook_record import HookRecord
+from tracer.records.hooks import HookRecord
 from tracer.server.hooks import HookWireError, WireRecord, record_from_wire, wire_from_record
 
 MARSHAL_VERSION = 4

@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-from tracer.server.hook_record import (
+from tracer.records.hooks import (
     ConnectionClosed,
     ConnectionOpened,
     HookRecord,

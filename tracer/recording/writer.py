@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
-from tracer.trace_model import SCHEMA, RequestTrace
+from tracer.model.trace import SCHEMA, RequestTrace
 
 SENSITIVE_HEADERS = frozenset({"authorization", "cookie", "set-cookie", "proxy-authorization"})
 REDACTED = "[redacted]"

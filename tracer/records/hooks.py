@@ -1,7 +1,7 @@
 """What the bundled server reports about each connection and request (its timing hooks).
 
 These are the user-space half of a request's timeline; the kernel half comes from the BPF
-records (tracer/records.py). The correlator joins both on (pid, fd) and the peer address.
+records (tracer/records/kernel.py). The correlator joins both on (pid, fd) and the peer address.
 
 All timestamps are CLOCK_MONOTONIC nanoseconds (time.monotonic_ns()), the same clock as
 bpf_ktime_get_ns() in the probes, so kernel and server times share one axis. A timestamp

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from tracer.trace_model import SCHEMA, RequestTrace
+from tracer.model.trace import SCHEMA, RequestTrace
 
 CUT_SHORT = "no footer: the recording was cut short"
 

@@ -7,9 +7,7 @@ no interpolation, so every number shown is a duration some request really had.
 
 from __future__ import annotations
 
-import json
 import math
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,8 +15,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from tracer.recording import Recording, RecordingError, load_recording
-from tracer.trace_model import LAYER_OF, STAGE_NAMES, RequestTrace
+from tracer.model.trace import LAYER_OF, STAGE_NAMES, RequestTrace
+from tracer.recording.reader import Recording
 
 SLOWEST = 10
 
@@ -149,21 +147,3 @@ def render_report(report: dict[str, Any], console: Console) -> None:
 def _summary_cells(row: dict[str, Any]) -> list[str]:
     keys = ("p50_us", "p90_us", "p99_us", "max_us")
     return [str(row["count"]), *(format_us(row[key]) for key in keys)]
-
-
-def run_report(path: str, as_json: bool) -> int:
-    """The `reqtrace report` command; returns the exit code."""
-    try:
-        recording = load_recording(path)
-    except RecordingError as exc:
-        print(f"reqtrace report: {exc}", file=sys.stderr)
-        return 1
-    report = build_report(recording)
-    if as_json:
-        json.dump(report, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-        for problem in recording.problems:
-            print(f"reqtrace report: warning: {problem}", file=sys.stderr)
-    else:
-        render_report(report, Console())
-    return 0

@@ -38,28 +38,27 @@ from pathlib import Path
 from typing import Any
 
 from tracer import __version__
-from tracer.attach_plan import ProbePlan, build_plan
-from tracer.attach_trials import AttachTrials
-from tracer.correlator import Correlator
-from tracer.graceful_signals import stop_on_signals
-from tracer.listener import (
+from tracer.correlate.correlator import Correlator
+from tracer.kernel.attach_plan import ProbePlan, build_plan
+from tracer.kernel.attach_trials import AttachTrials
+from tracer.kernel.probe_loader import ProbeLoadError, ProbeSession
+from tracer.kernel.system_facts import gather, tracing_blocker
+from tracer.model.trace import RequestTrace
+from tracer.recording.raw_log import LoggingCorrelator, RawLogWriter
+from tracer.recording.reader import Recording
+from tracer.recording.writer import Recorder
+from tracer.server.config import Config
+from tracer.server.hook_channel import HookChannelReader
+from tracer.session.listener import (
     ListenError,
     listener_port,
     listener_url,
     open_listener,
     start_listening,
 )
-from tracer.pipeline import Pipeline, TraceSink
-from tracer.privileges import Account, PrivilegeError, resolve_account
-from tracer.probe_loader import ProbeLoadError, ProbeSession
-from tracer.raw_log import LoggingCorrelator, RawLogWriter
-from tracer.recorder import Recorder
-from tracer.recording import Recording
-from tracer.request_log import RequestLog
-from tracer.server.config import Config
-from tracer.server.hook_channel import HookChannelReader
-from tracer.system_facts import gather, tracing_blocker
-from tracer.trace_model import RequestTrace
+from tracer.session.pipeline import Pipeline, TraceSink
+from tracer.session.privileges import Account, PrivilegeError, resolve_account
+from tracer.session.request_log import RequestLog
 
 EXIT_CANNOT_TRACE = 2
 
@@ -205,7 +204,7 @@ class RunSession:
         argv = [
             sys.executable,
             "-m",
-            "tracer.run_child",
+            "tracer.session.server_child",
             "--config",
             json.dumps(fields),
             "--control-fd",
@@ -379,113 +378,9 @@ class RunSession:
         return Recording(None, list(self.tail.traces), footer, [], self.options.record or "")
 
 
-def wait_headless(session: RunSession) -> None:
-    """--no-tui: wait for a signal, the duration, --max-requests or the server's exit."""
-    deadline = time.monotonic() + session.options.duration if session.options.duration else None
-    while True:
-        reason = session.should_stop()
-        if reason:
-            if reason != "stopped":
-                print(f"reqtrace: {reason}", file=sys.stderr)
-            return
-        if deadline is not None and time.monotonic() >= deadline:
-            return
-        session.stop.wait(0.1)
-
-
-def describe_exit(result: RunResult) -> str:
-    lost = sum(result.lost_records.values())
-    parts = [f"{result.requests:,} requests traced", f"{lost:,} records lost"]
-    if result.recorded or result.skipped_fast:
-        parts.append(f"{result.recorded:,} recorded")
-    if result.skipped_fast:
-        parts.append(f"{result.skipped_fast:,} faster ones only counted")
-    if result.child_exited_by_itself:
-        parts.append(f"the server exited by itself with status {result.child_status}")
-    return "reqtrace: " + ", ".join(parts)
-
-
 def server_log_tail(path: str, lines: int = 20) -> str:
     if not path:
         return ""
     with contextlib.suppress(OSError):
         return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
     return ""
-
-
-def _options_from_args(args: Any) -> RunOptions:
-    return RunOptions(
-        record=args.record,
-        record_raw=args.record_raw,
-        no_tui=args.no_tui,
-        duration=args.duration,
-        max_requests=args.max_requests,
-        user=args.user,
-        slower_than_ms=args.slower_than,
-        redact=not args.no_redact,
-    )
-
-
-def execute(session: RunSession) -> int:
-    """Run a prepared session with the dashboard or headless; print the outcome."""
-    options = session.options
-    if options.no_tui or not sys.stdout.isatty():
-        options.no_tui = True
-        wait: Callable[[RunSession], None] = wait_headless
-    else:
-        from dashboards.live import new_live_feed, run_dashboard
-
-        feed = new_live_feed(str(session.config.app))
-        session.extra_sinks.append(feed.put)
-
-        def wait(running: RunSession) -> None:
-            run_dashboard(running, feed)
-
-    try:
-        result = session.run(wait)
-    except RunError as exc:
-        print(f"reqtrace: {exc}", file=sys.stderr)
-        return EXIT_CANNOT_TRACE
-    print(describe_exit(result), file=sys.stderr)
-    if result.child_exited_by_itself and result.server_log:
-        tail = server_log_tail(result.server_log)
-        if tail:
-            print(f"the server's last log lines ({result.server_log}):\n{tail}", file=sys.stderr)
-    if options.no_tui and result.requests:
-        from rich.console import Console
-
-        from tracer.report import build_report, render_report
-
-        render_report(build_report(session.final_recording()), Console(stderr=True))
-    if options.record:
-        print(f"reqtrace: recording written to {options.record}", file=sys.stderr)
-    if result.child_exited_by_itself and result.child_status:
-        return 1
-    return 0
-
-
-def run_command(args: Any) -> int:
-    """`reqtrace run APP ...` (args from the CLI parser)."""
-    from tracer.server.config import config_from_args
-
-    try:
-        config = config_from_args(args)
-    except ValueError as exc:
-        print(f"reqtrace: {exc}", file=sys.stderr)
-        return EXIT_CANNOT_TRACE
-    return prepare_and_execute(RunSession(config, _options_from_args(args)))
-
-
-def prepare_and_execute(
-    session: RunSession, when_prepared: Callable[[RunSession], None] | None = None
-) -> int:
-    """Steps 1-7 with Ctrl-C/SIGTERM/SIGHUP turned into a stop request from the start."""
-    with stop_on_signals(session.stop):
-        try:
-            session.prepare()
-        except RunError as exc:
-            print(f"reqtrace: {exc}", file=sys.stderr)
-            return EXIT_CANNOT_TRACE
-        if when_prepared is not None:
-            when_prepared(session)
-        return execute(session)

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from tracer import records
-from tracer.correlator import Correlator, CorrelatorStats, FeedRecord
-from tracer.recorder import open_private, redact_headers
-from tracer.server.hook_record import ConnectionClosed, ConnectionOpened, RequestTiming
-from tracer.trace_model import RequestTrace
+from tracer.correlate.correlator import Correlator, CorrelatorStats, FeedRecord
+from tracer.model.trace import RequestTrace
+from tracer.recording.writer import open_private, redact_headers
+from tracer.records import kernel as records
+from tracer.records.hooks import ConnectionClosed, ConnectionOpened, RequestTiming
 
 RAW_SCHEMA = "reqtrace.raw/1"
 

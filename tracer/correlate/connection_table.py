@@ -17,9 +17,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import TypeVar
 
-from tracer.connection_state import Connection
-from tracer.records import AcceptRecord, SocketId
-from tracer.server.hook_record import ConnectionOpened, RequestTiming
+from tracer.correlate.connection import Connection
+from tracer.records.hooks import ConnectionOpened, RequestTiming
+from tracer.records.kernel import AcceptRecord, SocketId
 
 SockKey = tuple[int, str, int]
 PeerKey = tuple[str, int, int]

@@ -7,8 +7,8 @@ import threading
 import time
 from typing import TextIO
 
-from tracer.trace_model import RequestTrace
-from tracer.units import format_duration
+from tracer.model.trace import RequestTrace
+from tracer.model.units import format_duration
 
 
 def request_line(trace: RequestTrace, clock_offset_ns: int) -> str:

@@ -15,10 +15,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from tracer.correlator import FeedRecord, record_time
-from tracer.probe_loader import ProbeSession
+from tracer.correlate.correlator import FeedRecord, record_time
+from tracer.kernel.probe_loader import ProbeSession
+from tracer.model.trace import RequestTrace
 from tracer.server.hook_channel import HookChannelReader
-from tracer.trace_model import RequestTrace
 
 TraceSink = Callable[[list[RequestTrace]], None]
 

@@ -1,14 +1,14 @@
 """The server child of `reqtrace run`: wait for the tracer, drop privileges, serve the app.
 
-    python -m tracer.run_child --config JSON --control-fd N --run-as NAME:UID:GID
+    python -m tracer.session.server_child --config JSON --control-fd N --run-as NAME:UID:GID
 
-The parent (tracer/run.py) has already bound and listened on the socket (the config's
-`fd`), opened the hook pipe (the config's `hook_fd`) and loaded the probes. This process
-blocks until the parent writes one byte on the control pipe, which it does after writing
-this process's pid into the probe filters: the first request is traced like every other.
-Then it becomes the target account and only then imports the app. If the parent dies
-first (EOF on the control pipe), it exits without serving; if the parent dies later, even
-by SIGKILL, the kernel sends this process SIGTERM (PR_SET_PDEATHSIG) and it shuts down.
+The parent (tracer/session/run_session.py) has already bound and listened on the socket (the
+config's `fd`), opened the hook pipe (the config's `hook_fd`) and loaded the probes. This
+process blocks until the parent writes one byte on the control pipe, which it does after
+writing this process's pid into the probe filters: the first request is traced like every
+other. Then it becomes the target account and only then imports the app. If the parent dies
+first (EOF on the control pipe), it exits without serving; if the parent dies later, even by
+SIGKILL, the kernel sends this process SIGTERM (PR_SET_PDEATHSIG) and it shuts down.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import os
 import signal
 import sys
 
-from tracer.privileges import Account, PrivilegeError, drop_to
+from tracer.session.privileges import Account, PrivilegeError, drop_to
 
 EXIT_PARENT_GONE = 3
 EXIT_PRIVILEGES = 4
@@ -47,7 +47,7 @@ def end_with_parent(parent_pid: int) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tracer.run_child")
+    parser = argparse.ArgumentParser(prog="python -m tracer.session.server_child")
     parser.add_argument("--config", required=True, help="server Config as JSON")
     parser.add_argument("--control-fd", type=int, required=True)
     parser.add_argument("--run-as", default="", help="NAME:UID:GID to become before serving")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from probes import PROBES_DIR, source_path
 from probes.catalog import OPTIONAL_FIELDS, Mechanism
-from tracer.attach_plan import ProbePlan
+from tracer.kernel.attach_plan import ProbePlan
 
 MECHANISM_IDS: dict[Mechanism, int] = {
     "tracepoint": 1,
@@ -44,7 +44,7 @@ def possible_cpus() -> int:
 
 def optional_field_flags() -> list[str]:
     """-DRT_HAS_<EVENT>_<FIELD> for each optional tracepoint field this kernel has."""
-    from tracer.attach_trials import tracepoint_fields
+    from tracer.kernel.attach_trials import tracepoint_fields
 
     flags = []
     for tracepoint, names in OPTIONAL_FIELDS.items():

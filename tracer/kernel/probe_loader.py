@@ -27,10 +27,11 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
-from tracer.attach_plan import ProbePlan
-from tracer.bpf_program import DEFAULT_RINGBUF_PAGES, cflags_for, program_text
-from tracer.native_stderr import captured_native_stderr
-from tracer.records import (
+from tracer.kernel.attach_plan import ProbePlan
+from tracer.kernel.bpf_program import DEFAULT_RINGBUF_PAGES, cflags_for, program_text
+from tracer.kernel.native_stderr import captured_native_stderr
+from tracer.kernel.ringbuf_reader import RingBufferReader
+from tracer.records.kernel import (
     RECORD_TYPE_NAMES,
     RT_CFG_ENABLED,
     RT_CFG_FILTER_PORT,
@@ -41,7 +42,6 @@ from tracer.records import (
     RtConfig,
     decode,
 )
-from tracer.ringbuf_reader import RingBufferReader
 
 logger = logging.getLogger("reqtrace.probes")
 

@@ -16,14 +16,14 @@ from rich.table import Table
 from rich.text import Text
 
 from probes.catalog import CATALOG, MECHANISMS, ProbePoint, driver_poll_point
-from tracer.attach_plan import ProbePlan, build_plan
-from tracer.attach_trials import AttachTrials
-from tracer.system_facts import Missing, SystemFacts, gather, tracing_blocker
+from tracer.kernel.attach_plan import ProbePlan, build_plan
+from tracer.kernel.attach_trials import AttachTrials
+from tracer.kernel.system_facts import Missing, SystemFacts, gather, tracing_blocker
 
 
 def nic_driver_points() -> tuple[list[ProbePoint], dict[str, str]]:
     """Driver poll points for the up, non-loopback interfaces of this namespace."""
-    from tracer.interfaces import list_interfaces
+    from tracer.kernel.interfaces import list_interfaces
 
     points, notes = [], {}
     try:
@@ -145,7 +145,7 @@ def run_doctor(json_output: bool, ebpf: bool = False) -> int:
 
 def print_program() -> int:
     """`reqtrace doctor --ebpf`: the program and flags the loader would compile here."""
-    from tracer.bpf_program import program_listing
+    from tracer.kernel.bpf_program import program_listing
 
     facts = gather()
     blocker = tracing_blocker(facts)

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tracer.recording import Recording
-from tracer.trace_model import SCHEMA, RequestTrace, Stage
+from tracer.model.trace import SCHEMA, RequestTrace, Stage
+from tracer.recording.reader import Recording
 
 REQUESTS_PID = 1_000_000_001  # pseudo processes, above any real pid (pid_max <= 2^22)
 CPUS_PID = 1_000_000_002

@@ -30,9 +30,9 @@ from bisect import bisect_left, bisect_right
 from collections import deque
 from operator import attrgetter
 
-from tracer.records import RecvRecord, RxPath, SendRecord, SocketId
-from tracer.stage_builder import EAGAIN, RequestEvidence
-from tracer.trace_model import ConnectionFacts
+from tracer.correlate.stage_builder import EAGAIN, RequestEvidence
+from tracer.model.trace import ConnectionFacts
+from tracer.records.kernel import RecvRecord, RxPath, SendRecord, SocketId
 
 RETRANSMIT = "retransmits"
 RESET = "resets"

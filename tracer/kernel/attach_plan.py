@@ -1,6 +1,6 @@
 """The probe plan: for each probe point, which attach strategy reqtrace uses here and why.
 
-Selection is a pure function of the attempts (tracer/attach_trials.py does the trying):
+Selection is a pure function of the attempts (tracer/kernel/attach_trials.py does the trying):
 the first strategy, in catalog order, that attached and that reqtrace can use. A strategy
 that would read kernel struct fields through header layouts is never used (see
 probes/catalog.py for why). The plan is printed by `reqtrace doctor`,
@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from probes.catalog import CATALOG, Mechanism, ProbePoint, Strategy
-from tracer.attach_trials import AttachTrials, Attempt
+from tracer.kernel.attach_trials import AttachTrials, Attempt
 
 
 @dataclass(frozen=True, slots=True)

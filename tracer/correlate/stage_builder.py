@@ -51,15 +51,15 @@ from __future__ import annotations
 
 import math
 
-from tracer.records import (
+from tracer.model.trace import APP, EVENT_LOOP, KERNEL, SERVER, SYSCALL, Detail, Stage
+from tracer.records.hooks import RequestTiming
+from tracer.records.kernel import (
     RT_RX_BACKLOG,
     RT_RX_FROM_HARDIRQ,
     RT_RX_PROCESS_CONTEXT,
     RecvRecord,
     SendRecord,
 )
-from tracer.server.hook_record import RequestTiming
-from tracer.trace_model import APP, EVENT_LOOP, KERNEL, SERVER, SYSCALL, Detail, Stage
 
 EAGAIN = 11
 _new = tuple.__new__  # builds a Stage from its fields in order (no keyword handling)

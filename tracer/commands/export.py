@@ -1,9 +1,5 @@
 """`reqtrace export FILE --format perfetto|json -o OUT`: a recording in another shape.
 
-- perfetto: Chrome/Perfetto trace-event JSON (export_perfetto.py), for ui.perfetto.dev.
-- json: one plain JSON document {"schema", "header", "requests": [...], "footer",
-  "problems"} for tools that want the whole recording at once instead of JSON Lines.
-
 OUT "-" writes to standard output. Files are written like recordings (mode 0600, owned by
 the invoking user under sudo): they hold the same paths and headers.
 """
@@ -13,25 +9,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
 
-from tracer.export_perfetto import perfetto_trace
-from tracer.recorder import open_private, write_all
-from tracer.recording import Recording, RecordingError, load_recording
-from tracer.trace_model import SCHEMA
-
-FORMATS = ("perfetto", "json")
-
-
-def plain_document(recording: Recording) -> dict[str, Any]:
-    """The whole recording as one JSON object."""
-    return {
-        "schema": SCHEMA,
-        "header": recording.header,
-        "requests": [trace.to_json() for trace in recording.traces],
-        "footer": recording.footer,
-        "problems": list(recording.problems),
-    }
+from tracer.recording.export import FORMATS, plain_document
+from tracer.recording.perfetto import perfetto_trace
+from tracer.recording.reader import RecordingError, load_recording
+from tracer.recording.writer import open_private, write_all
 
 
 def run_export(path: str, fmt: str, out: str) -> int:

@@ -58,9 +58,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from tracer.connection_state import DROP, RESET, RETRANSMIT, WRITE_START, Connection
-from tracer.connection_table import ConnectionTable
-from tracer.records import (
+from tracer.correlate.connection import DROP, RESET, RETRANSMIT, WRITE_START, Connection
+from tracer.correlate.connection_table import ConnectionTable
+from tracer.correlate.reorder import ReorderBuffer
+from tracer.correlate.stage_builder import RequestEvidence, build_timeline
+from tracer.model.trace import RequestTrace
+from tracer.records.hooks import (
+    ConnectionClosed,
+    ConnectionOpened,
+    HookRecord,
+    RequestTiming,
+)
+from tracer.records.kernel import (
     AcceptRecord,
     DropRecord,
     KernelRecord,
@@ -71,15 +80,6 @@ from tracer.records import (
     SocketId,
     StateRecord,
 )
-from tracer.reorder import ReorderBuffer
-from tracer.server.hook_record import (
-    ConnectionClosed,
-    ConnectionOpened,
-    HookRecord,
-    RequestTiming,
-)
-from tracer.stage_builder import RequestEvidence, build_timeline
-from tracer.trace_model import RequestTrace
 
 FeedRecord = KernelRecord | HookRecord
 

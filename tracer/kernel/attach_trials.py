@@ -20,8 +20,8 @@ from typing import Any
 
 from probes import source_path
 from probes.catalog import REQUIRED_FIELDS, Mechanism, ProbePoint, Strategy
-from tracer.native_stderr import captured_native_stderr
-from tracer.system_facts import TRACEFS_PATHS, SystemFacts
+from tracer.kernel.native_stderr import captured_native_stderr
+from tracer.kernel.system_facts import TRACEFS_PATHS, SystemFacts
 
 BCC_CFLAGS = ["-w", "-Wno-everything"]
 

@@ -5,7 +5,7 @@ threads, sends a weighted mix of the demo app's endpoints over a few keep-alive
 connections, reconnects now and then (so handshakes and accepts show up too), and stops by
 itself: after --duration seconds, after --max-requests requests, or when its parent exits.
 
-    python -m tracer.load_generator --port 8000 --rate 100 --duration 600
+    python -m tracer.demo.load --port 8000 --rate 100 --duration 600
 """
 
 from __future__ import annotations

@@ -1,0 +1,158 @@
+"""`reqtrace run APP` and `reqtrace demo`: options from the command line, a RunSession, and
+how its outcome is told (dashboard or headless log, final report, exit status).
+
+The session itself (tracer/session/run_session.py) knows nothing of argparse or of the
+dashboard; this module chooses how to wait for it: the live dashboard or `wait_headless`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tracer.session.run_session import (
+    EXIT_CANNOT_TRACE,
+    RunError,
+    RunOptions,
+    RunResult,
+    RunSession,
+    server_log_tail,
+)
+from tracer.session.signals import stop_on_signals
+
+DEMO_APP = "tracer.demo.app:app"
+
+
+def wait_headless(session: RunSession) -> None:
+    """--no-tui: wait for a signal, the duration, --max-requests or the server's exit."""
+    deadline = time.monotonic() + session.options.duration if session.options.duration else None
+    while True:
+        reason = session.should_stop()
+        if reason:
+            if reason != "stopped":
+                print(f"reqtrace: {reason}", file=sys.stderr)
+            return
+        if deadline is not None and time.monotonic() >= deadline:
+            return
+        session.stop.wait(0.1)
+
+
+def describe_exit(result: RunResult) -> str:
+    lost = sum(result.lost_records.values())
+    parts = [f"{result.requests:,} requests traced", f"{lost:,} records lost"]
+    if result.recorded or result.skipped_fast:
+        parts.append(f"{result.recorded:,} recorded")
+    if result.skipped_fast:
+        parts.append(f"{result.skipped_fast:,} faster ones only counted")
+    if result.child_exited_by_itself:
+        parts.append(f"the server exited by itself with status {result.child_status}")
+    return "reqtrace: " + ", ".join(parts)
+
+
+def options_from_args(args: Any) -> RunOptions:
+    return RunOptions(
+        record=args.record,
+        record_raw=args.record_raw,
+        no_tui=args.no_tui,
+        duration=args.duration,
+        max_requests=args.max_requests,
+        user=args.user,
+        slower_than_ms=args.slower_than,
+        redact=not args.no_redact,
+    )
+
+
+def execute(session: RunSession) -> int:
+    """Run a prepared session with the dashboard or headless; print the outcome."""
+    options = session.options
+    if options.no_tui or not sys.stdout.isatty():
+        options.no_tui = True
+        wait: Callable[[RunSession], None] = wait_headless
+    else:
+        from dashboards.live import new_live_feed, run_dashboard
+
+        feed = new_live_feed(str(session.config.app))
+        session.extra_sinks.append(feed.put)
+
+        def wait(running: RunSession) -> None:
+            run_dashboard(running, feed)
+
+    try:
+        result = session.run(wait)
+    except RunError as exc:
+        print(f"reqtrace: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_TRACE
+    print(describe_exit(result), file=sys.stderr)
+    if result.child_exited_by_itself and result.server_log:
+        tail = server_log_tail(result.server_log)
+        if tail:
+            print(f"the server's last log lines ({result.server_log}):\n{tail}", file=sys.stderr)
+    if options.no_tui and result.requests:
+        from rich.console import Console
+
+        from tracer.recording.report import build_report, render_report
+
+        render_report(build_report(session.final_recording()), Console(stderr=True))
+    if options.record:
+        print(f"reqtrace: recording written to {options.record}", file=sys.stderr)
+    if result.child_exited_by_itself and result.child_status:
+        return 1
+    return 0
+
+
+def run_command(args: Any) -> int:
+    """`reqtrace run APP ...` (args from the CLI parser)."""
+    from tracer.server.config import config_from_args
+
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        print(f"reqtrace: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_TRACE
+    return prepare_and_execute(RunSession(config, options_from_args(args)))
+
+
+def prepare_and_execute(
+    session: RunSession, when_prepared: Callable[[RunSession], None] | None = None
+) -> int:
+    """Steps 1-7 with Ctrl-C/SIGTERM/SIGHUP turned into a stop request from the start."""
+    with stop_on_signals(session.stop):
+        try:
+            session.prepare()
+        except RunError as exc:
+            print(f"reqtrace: {exc}", file=sys.stderr)
+            return EXIT_CANNOT_TRACE
+        if when_prepared is not None:
+            when_prepared(session)
+        return execute(session)
+
+
+def demo_command(args: Any) -> int:
+    """`reqtrace demo`: the demo app under the built-in, bounded load generator."""
+    from tracer.server.config import Config
+
+    config = Config(
+        app=DEMO_APP, host="127.0.0.1", port=args.port, log_level="warning", access_log=False
+    )
+    options = options_from_args(args)
+
+    def add_load(session: RunSession) -> None:  # the port is known once prepared
+        options.demo_load = [
+            sys.executable,
+            "-m",
+            "tracer.demo.load",
+            "--port",
+            str(session.port),
+            "--rate",
+            str(args.rate),
+            "--connections",
+            str(args.connections),
+            "--duration",
+            str(args.duration or 600.0),
+            "--max-requests",
+            str(args.max_requests or 200_000),
+        ]
+
+    return prepare_and_execute(RunSession(config, options), add_load)
