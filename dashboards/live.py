@@ -1,4 +1,8 @@
-"""The dashboard during `reqtrace run` / `reqtrace demo`: wiring a RunSession to the app."""
+"""The dashboard during `reqtrace run` / `reqtrace demo`: a run's read-only view to the app.
+
+It sees the run only through tracer/session/view.py's SessionView (facts, live counters,
+and one request: stop), never the session's internals.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 from dashboards.app import ReqtraceApp
 from dashboards.feed import FeedStatus, LiveFeed, RunInfo
-from tracer.session.listener import buffer_sizes
 
 if TYPE_CHECKING:
-    from tracer.session.run_session import RunSession
+    from tracer.session.view import SessionView
 
 
 class ServerStatus:
     """What the header shows about the server process, refreshed at most once a second."""
 
-    def __init__(self, session: RunSession) -> None:
+    def __init__(self, session: SessionView) -> None:
         self.session = session
         self._cached = FeedStatus()
         self._at = 0.0
@@ -29,10 +32,8 @@ class ServerStatus:
     def __call__(self) -> FeedStatus:
         session = self.session
         status = self._cached
-        pipeline = session.pipeline
-        if pipeline is not None:
-            status.lost_records = pipeline.counters.lost_records
-        reason = session.should_stop()
+        status.lost_records = session.lost_records()
+        reason = session.stop_reason()
         if reason and reason != "stopped":
             status.ended = True
             status.message = reason
@@ -45,28 +46,25 @@ class ServerStatus:
     def _sample(self, status: FeedStatus) -> None:
         import psutil
 
-        child = self.session.child
-        if child is None or child.poll() is not None:
+        pid = self.session.server_running_pid()
+        if not pid:
             return
         with contextlib.suppress(psutil.Error, OSError):
             if self._process is None:
-                self._process = psutil.Process(child.pid)
+                self._process = psutil.Process(pid)
             process = self._process
             status.open_fds = process.num_fds()
             status.fd_limit = process.rlimit(resource.RLIMIT_NOFILE)[0]
-        if self.session.listener is not None:
-            status.rcvbuf, status.sndbuf = buffer_sizes(self.session.listener)
+        status.rcvbuf, status.sndbuf = self.session.listener_buffer_sizes()
 
 
 class LiveApp(ReqtraceApp):
     """The dashboard of a running trace: stops itself when the run has to end."""
 
-    def __init__(self, feed: LiveFeed, session: RunSession) -> None:
+    def __init__(self, feed: LiveFeed, session: SessionView) -> None:
         super().__init__(feed)
         self.session = session
-        self.deadline = (
-            time.monotonic() + session.options.duration if session.options.duration else None
-        )
+        self.deadline = time.monotonic() + session.duration if session.duration else None
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -76,14 +74,14 @@ class LiveApp(ReqtraceApp):
         self.set_interval(0.25, self._check_limits)
 
     def _stop_requested(self) -> None:
-        self.session.stop.set()
+        self.session.request_stop()
         self.exit()
 
     def _check_limits(self) -> None:
         if self.deadline is not None and time.monotonic() >= self.deadline:
             self.exit()
-        options, pipeline = self.session.options, self.session.pipeline
-        if options.max_requests and pipeline and pipeline.counters.traces >= options.max_requests:
+        limit = self.session.max_requests
+        if limit and self.session.traces_done() >= limit:
             self.exit()
 
 
@@ -91,15 +89,14 @@ def new_live_feed(title: str) -> LiveFeed:
     return LiveFeed(RunInfo(title=title))
 
 
-def run_dashboard(session: RunSession, feed: LiveFeed) -> None:
-    """The `wait` of RunSession.run with the dashboard: returns when the user quits."""
-    assert session.account is not None and session.plan is not None
-    feed.info.address = session.url
-    feed.info.server_pid = session.child.pid if session.child else 0
-    feed.info.runs_as = session.account.name
-    feed.info.coverage = session.plan.coverage()
+def run_dashboard(session: SessionView, feed: LiveFeed) -> None:
+    """The `wait` of a run with the dashboard: returns when the user quits."""
+    feed.info.address = session.address
+    feed.info.server_pid = session.server_pid
+    feed.info.runs_as = session.runs_as
+    feed.info.coverage = session.coverage
     feed.info.clock_offset_ns = session.clock_offset_ns
-    feed.info.recording_path = session.options.record or ""
+    feed.info.recording_path = session.recording_path
     feed.info.header = session.recording_header()
     feed.set_status_probe(ServerStatus(session))
     # The app's event loop takes SIGTERM/SIGHUP while it runs and leaves them at the default

@@ -13,7 +13,7 @@ from textual.widgets import Footer, Static
 from dashboards.render import layer_color
 from dashboards.trace_store import TraceStore
 from dashboards.waterfall import OPTIONAL_ROWS
-from tracer.model.trace import LAYER_OF, STAGE_NAMES, STAGE_SPANS
+from tracer.model.stages import LAYER_OF, STAGE_NAMES, STAGE_SPANS
 from tracer.model.units import format_duration
 
 HELP = """\

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from rich.text import Text
 
 from dashboards.render import layer_color
-from tracer.model.trace import LAYER_OF, STAGE_SPANS, RequestTrace, Stage
+from tracer.model.stages import LAYER_OF, STAGE_SPANS
+from tracer.model.trace import RequestTrace, Stage
 from tracer.model.units import format_duration
 
 

@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from dashboards.render import percentile
-from tracer.model.trace import STAGE_NAMES, RequestTrace
+from tracer.model.stages import STAGE_NAMES
+from tracer.model.trace import RequestTrace
 
 UNITS_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
 _DURATION = re.compile(r"^([<>])(\d+(?:\.\d+)?)(ns|us|µs|ms|s)$")

@@ -17,7 +17,8 @@ from textual.widget import Widget
 
 from dashboards.render import bar_cells, layer_color
 from dashboards.teaching import explain_connection
-from tracer.model.trace import STAGE_LAYERS, RequestTrace
+from tracer.model.stages import OPTIONAL_STAGES, STAGE_LAYERS
+from tracer.model.trace import RequestTrace
 from tracer.model.units import format_duration
 
 LAYER_W, STAGE_W, DURATION_W = 11, 11, 10
@@ -68,7 +69,7 @@ def waterfall_lines(trace: RequestTrace, width: int, cursor: int | None) -> list
 
 # Stages that only some requests can have (a body only with an upload): their row is shown
 # when the stage is there or a note explains its absence, not as "not seen" on every GET.
-OPTIONAL_ROWS = frozenset({"body"})
+OPTIONAL_ROWS = OPTIONAL_STAGES
 
 
 def row_names(trace: RequestTrace | None) -> list[str]:

@@ -90,7 +90,7 @@ CATALOG: tuple[ProbePoint, ...] = (
         name="net_rx_softirq",
         title="NET_RX softirq (raise, entry, exit)",
         layer="kernel",
-        feeds=("nic_irq", "softirq"),
+        feeds=("nic_irq", "backlog", "softirq"),
         strategies=(
             Strategy("tracepoint", ("irq:softirq_raise", "irq:softirq_entry", "irq:softirq_exit")),
             Strategy("raw_tracepoint", ("softirq_raise", "softirq_entry", "softirq_exit")),
@@ -114,7 +114,7 @@ CATALOG: tuple[ProbePoint, ...] = (
         name="netif_receive",
         title="netif_rx / netif_receive_skb (packet handed to the stack)",
         layer="kernel",
-        feeds=("softirq", "ip_tcp"),
+        feeds=("backlog", "softirq", "ip_tcp"),
         strategies=(
             Strategy("tracepoint", ("net:netif_receive_skb", "net:netif_rx")),
             Strategy(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tracer.model.trace import LAYER_OF, ConnectionFacts, RequestTrace, Stage
+from tracer.model.stages import LAYER_OF
+from tracer.model.trace import ConnectionFacts, RequestTrace, Stage
 
 BASE_NS = 5_000_000_000_000
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from tracer.correlate.correlator import (
     Correlator,
 )
-from tracer.model.trace import STAGE_NAMES
+from tracer.model.stages import STAGE_NAMES
 from tracer.records.hooks import ConnectionOpened, RequestTiming
 from tracer.records.kernel import RecvRecord, StateRecord
 

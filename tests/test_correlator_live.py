@@ -15,7 +15,8 @@ import pytest
 from tracer.correlate.correlator import Correlator
 from tracer.kernel.attach_plan import ProbePlan
 from tracer.kernel.probe_loader import ProbeSession
-from tracer.model.trace import STAGE_NAMES, RequestTrace
+from tracer.model.stages import STAGE_NAMES
+from tracer.model.trace import RequestTrace
 from tracer.recording.raw_log import LoggingCorrelator, RawLogWriter, replay
 
 from .helpers import ROOT

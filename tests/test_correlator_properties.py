@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tracer.correlate.correlator import Correlator, CorrelatorLimits, FeedRecord
-from tracer.model.trace import STAGE_NAMES, RequestTrace
+from tracer.model.stages import STAGE_NAMES
+from tracer.model.trace import RequestTrace
 from tracer.records.hooks import RequestTiming
 
 from .correlator_fixtures import EAGAIN, MS, US, Expected, Scenario, arrival_order

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dashboards.teaching import LESSONS, explain, explain_connection
-from tracer.model.trace import STAGE_NAMES
+from tracer.model.stages import STAGE_NAMES
 
 from .dashboard_fixtures import make_trace
 

@@ -6,15 +6,8 @@ import json
 
 import pytest
 
-from tracer.model.trace import (
-    LAYER_OF,
-    STAGE_LAYERS,
-    STAGE_NAMES,
-    STAGE_SPANS,
-    ConnectionFacts,
-    RequestTrace,
-    Stage,
-)
+from tracer.model.stages import LAYER_OF, STAGE_LAYERS, STAGE_NAMES, STAGE_SPANS
+from tracer.model.trace import ConnectionFacts, RequestTrace, Stage
 
 DESIGN_REQUEST_KEYS = {
     "type",

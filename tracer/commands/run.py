@@ -21,6 +21,7 @@ from tracer.session.run_session import (
     server_log_tail,
 )
 from tracer.session.signals import stop_on_signals
+from tracer.session.view import SessionView
 
 DEMO_APP = "tracer.demo.app:app"
 
@@ -77,7 +78,7 @@ def execute(session: RunSession) -> int:
         session.extra_sinks.append(feed.put)
 
         def wait(running: RunSession) -> None:
-            run_dashboard(running, feed)
+            run_dashboard(SessionView(running), feed)
 
     try:
         result = session.run(wait)

@@ -51,7 +51,8 @@ from __future__ import annotations
 
 import math
 
-from tracer.model.trace import APP, EVENT_LOOP, KERNEL, SERVER, SYSCALL, Detail, Stage
+from tracer.model.stages import APP, EVENT_LOOP, KERNEL, RX_PATH_STAGES, SERVER, SYSCALL
+from tracer.model.trace import Detail, Stage
 from tracer.records.hooks import RequestTiming
 from tracer.records.kernel import (
     RT_RX_BACKLOG,
@@ -72,7 +73,7 @@ DIRTY = math.inf
 # net_rx_action stops after netdev_budget_usecs (2 ms by default); 10 ms leaves room for
 # hardirqs and a raised budget. Longer means the times describe another packet.
 MAX_SOFTIRQ_SPAN_NS = 10_000_000
-KERNEL_STAGES = "nic_irq, backlog, softirq, ip_tcp, wakeup, event_loop"
+KERNEL_STAGES = ", ".join(RX_PATH_STAGES)
 
 # Notes that do not depend on the request, built once.
 NO_RX_NOTE = (

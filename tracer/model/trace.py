@@ -4,10 +4,10 @@ A `RequestTrace` is the correlator's output and the unit every sink consumes: th
 writes one per line, the report aggregates them, the dashboard and the exporters draw them.
 It is a frozen value: once the correlator has emitted a trace nothing changes it.
 
-Stages follow the stage model of DESIGN.md. `STAGE_LAYERS` is the canonical, ordered list
-(names are a contract: stages may be added, never renamed). Stages of one request never
-overlap and never go backwards; a stage is present only when both its ends were observed,
-otherwise the trace carries a note saying why it is missing.
+Which stages exist, their order and layers live in the stage registry
+(tracer/model/stages.py; names are a contract: stages may be added, never renamed). Stages
+of one request never overlap and never go backwards; a stage is present only when both its
+ends were observed, otherwise the trace carries a note saying why it is missing.
 
 Timestamps are CLOCK_MONOTONIC nanoseconds, the clock of bpf_ktime_get_ns() and of the
 server hooks. JSON keeps them as integers so nothing is lost to float rounding.
@@ -18,46 +18,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+from tracer.model.stages import LAYER_OF
+
 SCHEMA = "reqtrace.trace/1"
-
-KERNEL = "kernel"
-EVENT_LOOP = "event loop"
-SYSCALL = "syscall"
-SERVER = "server"
-APP = "app"
-
-STAGE_LAYERS: tuple[tuple[str, str], ...] = (
-    ("nic_irq", KERNEL),
-    ("backlog", KERNEL),
-    ("softirq", KERNEL),
-    ("ip_tcp", KERNEL),
-    ("wakeup", KERNEL),
-    ("event_loop", EVENT_LOOP),
-    ("recv", SYSCALL),
-    ("parse", SERVER),
-    ("body", SERVER),
-    ("app", APP),
-    ("send", SYSCALL),
-)
-"""Every stage a request can have, in timeline order, with the layer it belongs to."""
-
-STAGE_NAMES: tuple[str, ...] = tuple(name for name, _ in STAGE_LAYERS)
-LAYER_OF: dict[str, str] = dict(STAGE_LAYERS)
-
-STAGE_SPANS: dict[str, str] = {
-    "nic_irq": "NIC hardirq → NET_RX softirq entry",
-    "backlog": "queued on the CPU backlog (lo, veth) → NET_RX softirq entry",
-    "softirq": "softirq/NAPI poll start → netif_receive_skb",
-    "ip_tcp": "netif_receive_skb → segment queued on the socket (sk_data_ready)",
-    "wakeup": "sk_data_ready → the server thread's epoll wait returns",
-    "event_loop": "epoll return → recv syscall enter on that fd",
-    "recv": "recv syscall enter → exit (copy to user space)",
-    "parse": "recv exit → request headers parsed",
-    "body": "request headers parsed → request body complete (uploads)",
-    "app": "ASGI app called → final response body handed to the server",
-    "send": "send syscall(s) enter → exit (copy to kernel, TCP out, device xmit)",
-}
-"""What each stage measures, from → to (for reports, exports and the dashboard's help)."""
 
 REQUIRED_REQUEST_KEYS = (
     "id",

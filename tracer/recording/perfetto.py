@@ -23,13 +23,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from tracer.model.stages import CPU_TRACK_STAGES, THREAD_TRACK_STAGES
 from tracer.model.trace import SCHEMA, RequestTrace, Stage
 from tracer.recording.reader import Recording
 
 REQUESTS_PID = 1_000_000_001  # pseudo processes, above any real pid (pid_max <= 2^22)
 CPUS_PID = 1_000_000_002
-THREAD_STAGES = ("recv", "parse", "send")
-CPU_STAGES = ("nic_irq", "softirq", "ip_tcp")
+THREAD_STAGES = THREAD_TRACK_STAGES
+CPU_STAGES = CPU_TRACK_STAGES
 
 Event = dict[str, Any]
 Slice = tuple[int, int, str, str, dict[str, Any]]  # start_ns, end_ns, name, category, args

@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from tracer.model.trace import LAYER_OF, STAGE_NAMES, RequestTrace
+from tracer.model.stages import LAYER_OF, STAGE_NAMES
+from tracer.model.trace import RequestTrace
 from tracer.recording.reader import Recording
 
 SLOWEST = 10
