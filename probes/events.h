@@ -49,6 +49,12 @@ enum rt_record_type {
 #define RT_DROP_KFREE_SKB 0       /* skb:kfree_skb with the socket as rx_sk */
 #define RT_DROP_RCVQUEUE_FULL 1   /* sock:sock_rcvqueue_full on the CPU that last served it */
 
+/* How a probe point is attached: the loader defines RT_<POINT> to one of these. */
+#define RT_MECH_TRACEPOINT 1
+#define RT_MECH_RAW_TRACEPOINT 2
+#define RT_MECH_FENTRY 3
+#define RT_MECH_KPROBE 4
+
 /* rt_config.flags */
 #define RT_CFG_FILTER_TGID (1u << 0) /* syscalls only from rt_config.tgids */
 #define RT_CFG_FILTER_PORT (1u << 1) /* sockets only on rt_config.ports (local port) */

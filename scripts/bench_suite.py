@@ -329,7 +329,7 @@ def build_rows(settings: Settings, found: Measurements) -> list[Row]:
                 _stats(found.correlator["correlator"]),
                 _stats(found.correlator["reorder"]),
                 f"Correlator.feed + flush on the synthetic keep-alive workload of "
-                f"tests/correlator_fixtures.py ({workload['records']:,} records, "
+                f"tracer/correlate/synthetic.py ({workload['records']:,} records, "
                 f"{workload['requests']:,} requests on {workload['connections']} connections, "
                 f"live arrival order), single thread; baseline = pushing the same records "
                 f"through the reorder window only (the floor any correlation costs). "

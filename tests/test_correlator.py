@@ -7,11 +7,7 @@ from __future__ import annotations
 from tracer.correlate.correlator import (
     Correlator,
 )
-from tracer.model.stages import STAGE_NAMES
-from tracer.records.hooks import ConnectionOpened, RequestTiming
-from tracer.records.kernel import RecvRecord, StateRecord
-
-from .correlator_fixtures import (
+from tracer.correlate.synthetic import (
     EAGAIN,
     MS,
     US,
@@ -26,6 +22,9 @@ from .correlator_fixtures import (
     stage_map,
     timing,
 )
+from tracer.model.stages import STAGE_NAMES
+from tracer.records.hooks import ConnectionOpened, RequestTiming
+from tracer.records.kernel import RecvRecord, StateRecord
 
 
 def test_one_request_on_loopback_gets_every_stage_in_order() -> None:

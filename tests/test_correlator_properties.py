@@ -10,11 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tracer.correlate.correlator import Correlator, CorrelatorLimits, FeedRecord
+from tracer.correlate.synthetic import EAGAIN, MS, US, Expected, Scenario, arrival_order
 from tracer.model.stages import STAGE_NAMES
 from tracer.model.trace import RequestTrace
 from tracer.records.hooks import RequestTiming
-
-from .correlator_fixtures import EAGAIN, MS, US, Expected, Scenario, arrival_order
 
 ORDER = {name: index for index, name in enumerate(STAGE_NAMES)}
 

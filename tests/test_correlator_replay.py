@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tracer.correlate.correlator import Correlator
+from tracer.correlate.synthetic import EAGAIN, MS, Scenario, arrival_order
 from tracer.model.trace import RequestTrace
 from tracer.recording.raw_log import (
     LoggingCorrelator,
@@ -21,8 +22,6 @@ from tracer.recording.raw_log import (
     replay,
 )
 from tracer.recording.writer import REDACTED
-
-from .correlator_fixtures import EAGAIN, MS, Scenario, arrival_order
 
 
 def busy_scenario() -> Scenario:

@@ -13,11 +13,7 @@ from tracer.correlate.correlator import (
     FeedRecord,
 )
 from tracer.correlate.stage_builder import RequestEvidence
-from tracer.model.trace import RequestTrace
-from tracer.records.hooks import ConnectionOpened, RequestTiming
-from tracer.records.kernel import RT_RX_PROCESS_CONTEXT, RecvRecord, SendRecord, StateRecord
-
-from .correlator_fixtures import (
+from tracer.correlate.synthetic import (
     EAGAIN,
     MS,
     US,
@@ -34,6 +30,9 @@ from .correlator_fixtures import (
     stage_map,
     timing,
 )
+from tracer.model.trace import RequestTrace
+from tracer.records.hooks import ConnectionOpened, RequestTiming
+from tracer.records.kernel import RT_RX_PROCESS_CONTEXT, RecvRecord, SendRecord, StateRecord
 
 
 def test_records_later_than_the_window_are_counted_and_do_not_break_anything() -> None:

@@ -13,9 +13,8 @@ import pytest
 
 from tracer.commands.export import run_export
 from tracer.correlate.correlator import Correlator
+from tracer.correlate.synthetic import MS, Scenario, arrival_order
 from tracer.recording.writer import Recorder
-
-from .correlator_fixtures import MS, Scenario, arrival_order
 
 HEADER = {"host": "box", "kernel": "6.18.0", "probe_plan": {}}
 PHASES = {"X", "M", "s", "t", "f"}

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from tracer.correlate.correlator import Correlator, record_time
+from tracer.correlate.synthetic import MS, Scenario
 from tracer.records.hooks import ConnectionClosed, ConnectionOpened, RequestTiming
 from tracer.session.pipeline import in_feed_order
-
-from .correlator_fixtures import MS, Scenario
 
 HOOK_TYPES = (ConnectionOpened, RequestTiming, ConnectionClosed)
 

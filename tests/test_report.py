@@ -11,12 +11,12 @@ from rich.console import Console
 
 from tracer.commands.report import run_report
 from tracer.correlate.correlator import Correlator
+from tracer.correlate.synthetic import MS, Scenario, arrival_order
 from tracer.model.trace import Stage
 from tracer.recording.reader import load_recording
 from tracer.recording.report import build_report, percentile, render_report
 from tracer.recording.writer import Recorder
 
-from .correlator_fixtures import MS, Scenario, arrival_order
 from .test_trace_model import sample_trace
 
 HEADER = {"host": "box", "kernel": "6.18.0", "probe_plan": {}}

@@ -9,17 +9,24 @@ prints the flags and the program they select.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from probes import PROBES_DIR, source_path
 from probes.catalog import OPTIONAL_FIELDS, Mechanism
 from tracer.kernel.attach_plan import ProbePlan
+from tracer.records.kernel import (
+    RT_MECH_FENTRY,
+    RT_MECH_KPROBE,
+    RT_MECH_RAW_TRACEPOINT,
+    RT_MECH_TRACEPOINT,
+)
 
 MECHANISM_IDS: dict[Mechanism, int] = {
-    "tracepoint": 1,
-    "raw_tracepoint": 2,
-    "fentry": 3,
-    "kprobe": 4,
+    "tracepoint": RT_MECH_TRACEPOINT,
+    "raw_tracepoint": RT_MECH_RAW_TRACEPOINT,
+    "fentry": RT_MECH_FENTRY,
+    "kprobe": RT_MECH_KPROBE,
 }
 
 DRIVER_POINT_PREFIX = "nic_driver_poll:"
@@ -29,7 +36,8 @@ DEFAULT_RINGBUF_PAGES = 1024  # 4 MiB: ~200 ms of records at 100k records/s
 QUIET_CFLAGS = ["-w", "-Wno-everything"]
 
 
-ADAPTER_FILES = ("adapters_tracepoint.h", "adapters_raw_tracepoint.h", "adapters_function.h")
+SHARED_HEADER = "events.h"  # a normal include: its layouts are the contract with user space
+LOCAL_INCLUDE = re.compile(r'^#include "([\w.]+)"$', re.MULTILINE)
 
 
 def possible_cpus() -> int:
@@ -55,19 +63,24 @@ def optional_field_flags() -> list[str]:
 
 
 def program_text() -> str:
-    """probes/reqtrace.bpf.c with its adapter files inlined.
+    """probes/reqtrace.bpf.c with its per-concern headers and adapters pasted in.
 
-    BCC rewrites TRACEPOINT_PROBE / RAW_TRACEPOINT_PROBE definitions (it generates their
-    argument structs) only in the main source text, not in included files, so the adapters
-    are pasted in place of their #include lines. events.h stays a normal include.
+    BCC rewrites TRACEPOINT_PROBE / RAW_TRACEPOINT_PROBE definitions and map calls
+    (`map.lookup(...)`) only in the main source text, not in included files, so every local
+    `#include "X"` of reqtrace.bpf.c but events.h is replaced by X's text.
     """
     text = source_path("reqtrace.bpf.c").read_text()
-    for name in ADAPTER_FILES:
-        include = f'#include "{name}"'
-        if include not in text:
-            raise RuntimeError(f"reqtrace.bpf.c no longer includes {name}")
-        text = text.replace(include, f"/* ---- {name} ---- */\n" + source_path(name).read_text())
-    return text
+
+    def paste(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name == SHARED_HEADER:
+            return match.group(0)
+        path = source_path(name)
+        if not path.is_file():
+            raise RuntimeError(f"reqtrace.bpf.c includes {name}, which is not in probes/")
+        return f"/* ---- {name} ---- */\n" + path.read_text()
+
+    return LOCAL_INCLUDE.sub(paste, text)
 
 
 def cflags_for(plan: ProbePlan, ringbuf_pages: int = DEFAULT_RINGBUF_PAGES) -> list[str]:

@@ -1,4 +1,4 @@
-"""Builders of synthetic kernel and hook records for correlator tests and benchmarks.
+"""Synthetic kernel and hook records for the correlator's tests and benchmarks (scripts/).
 
 `Scenario` plays a server: connections open, requests arrive and are answered, and every
 step leaves the records the probes and the server hooks would leave, with consistent
@@ -478,9 +478,9 @@ def arrival_order(
 
 def with_cpu(record: FeedRecord, cpu: int) -> FeedRecord:
     """The same kernel record as if a different CPU had emitted it."""
-    if is_hook(record):
+    if isinstance(record, ConnectionOpened | RequestTiming | ConnectionClosed):
         return record
-    return record._replace(cpu=cpu)  # type: ignore[union-attr]
+    return record._replace(cpu=cpu)
 
 
 # ---- running the correlator in tests --------------------------------------------------
