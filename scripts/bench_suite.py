@@ -18,8 +18,7 @@ servers, probes, tmux and the demo are stopped on failure, Ctrl-C or SIGTERM too
 from __future__ import annotations
 
 import argparse
-import importlib.machinery
-import importlib.util
+import importlib
 import json
 import os
 import shutil
@@ -47,14 +46,8 @@ from scripts.bench_table import (  # noqa: E402
 
 
 def load_script(name: str) -> ModuleType:
-    """Import one of the extension-less scripts (bench_server, bench_correlator)."""
-    path = ROOT / "scripts" / name
-    loader = importlib.machinery.SourceFileLoader(f"scripts_{name}", str(path))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
+    """One of the benchmark programs of scripts/ (bench_server, bench_correlator)."""
+    return importlib.import_module(f"scripts.{name}")
 
 
 @dataclass
@@ -599,3 +592,7 @@ def main(argv: Sequence[str] | None = None, shown_argv: Sequence[str] | None = N
         json_path.write_text(json.dumps(document, indent=2) + "\n")
         say(f"\nJSON written to {json_path}")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:], ["scripts/bench", *sys.argv[1:]]))
