@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import ctypes
+import json
 import re
 import struct
 
 import pytest
 
 from probes import PROBES_DIR
+from tracer.correlate import synthetic
 from tracer.kernel.bpf_program import QUIET_CFLAGS
 from tracer.kernel.native_stderr import captured_native_stderr
+from tracer.recording.raw_log import entry_from_json, entry_to_json
 from tracer.records import kernel as records
 
 EVENTS_H = (PROBES_DIR / "events.h").read_text()
@@ -103,3 +106,20 @@ def test_decode_rejects_short_and_unknown_records() -> None:
     short_send[8] = records.RT_REC_SEND
     with pytest.raises(records.RecordDecodeError, match="send record of 64 bytes"):
         records.decode(bytes(short_send))
+
+
+def test_every_record_type_survives_a_json_round_trip() -> None:
+    """Raw-record files store kernel records as JSON: no field may collide with `kind`
+    (a drop record's `kind` once overwrote the record's name, and replay failed)."""
+    sock = records.SocketId(0xFFFF8881, 7, 2, "127.0.0.1", 8000, "127.0.0.1", 51000)
+    scenario = synthetic.Scenario()
+    connection = scenario.connect(1_000_000, 50_000, fd=7)
+    connection.request(2_000_000, response=(50_000,))
+    connection.retransmit(3_000_000)
+    connection.close(4_000_000, by="client")
+    drop = records.DropRecord(10, 1, 2, 3, sock, 0xFFFFFFFF81000000, 1, 2, 4096, 2048)
+    samples = [drop, *(r for r in scenario.records if not synthetic.is_hook(r))]
+    for record in samples:
+        line = json.dumps(entry_to_json(record))
+        assert entry_from_json(json.loads(line)) == record
+    assert len({type(record) for record in samples}) >= 6

@@ -391,7 +391,7 @@ class DropRecord(NamedTuple):
     tid: int
     sock: SocketId
     location: int
-    kind: int
+    drop_kind: int  # RT_DROP_*: rt_drop.kind (not `kind`: that names the record in JSON)
     reason: int
     rmem_alloc: int
     sk_rcvbuf: int
