@@ -7,10 +7,24 @@ and the commands that need no root stay fast and work on machines without BCC.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
 from tracer import __version__
+
+# Every command's home, imported only when that command runs (uvicorn's config.py does the
+# same with its protocol and loop tables): `reqtrace --help` stays fast and BCC-free.
+COMMANDS: dict[str, str] = {
+    "serve": "tracer.commands.serve:serve_command",
+    "run": "tracer.commands.run:run_command",
+    "demo": "tracer.commands.run:demo_command",
+    "show": "tracer.commands.show:show_command",
+    "report": "tracer.commands.report:report_command",
+    "export": "tracer.commands.export:export_command",
+    "doctor": "tracer.commands.doctor:doctor_command",
+    "lab": "tracer.lab.cli:run_lab",
+}
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -96,43 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    module_name, _, function_name = COMMANDS[args.command].partition(":")
     try:
-        if args.command == "doctor":
-            from tracer.commands.doctor import run_doctor
-
-            return run_doctor(args.json, args.ebpf)
-        if args.command == "serve":
-            from tracer.server.config import config_from_args
-            from tracer.server.main import serve
-
-            return serve(config_from_args(args))
-        if args.command == "run":
-            from tracer.commands.run import run_command
-
-            return run_command(args)
-        if args.command == "demo":
-            from tracer.commands.run import demo_command
-
-            return demo_command(args)
-        if args.command == "show":
-            from dashboards.show import run_show
-
-            return run_show(args.file)
-        if args.command == "report":
-            from tracer.commands.report import run_report
-
-            return run_report(args.file, args.json)
-        if args.command == "export":
-            from tracer.commands.export import run_export
-
-            return run_export(args.file, args.format, args.output)
-        if args.command == "lab":
-            from tracer.lab.cli import run_lab
-
-            return run_lab(args)
+        command = getattr(importlib.import_module(module_name), function_name)
+        return int(command(args))
     except KeyboardInterrupt:
         return 130
-    raise AssertionError(f"unhandled command {args.command}")
 
 
 if __name__ == "__main__":

@@ -156,3 +156,7 @@ def print_program() -> int:
         plan = build_plan(trials)
     sys.stdout.write(program_listing(plan))
     return 0
+
+
+def doctor_command(args: Any) -> int:
+    return run_doctor(args.json, args.ebpf)

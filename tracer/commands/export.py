@@ -6,6 +6,7 @@ the invoking user under sudo): they hold the same paths and headers.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -48,3 +49,7 @@ def run_export(path: str, fmt: str, out: str) -> int:
         return 1
     print(f"reqtrace export: wrote {len(recording.traces)} requests to {out}", file=sys.stderr)
     return 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    return run_export(args.file, args.format, args.output)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -27,3 +28,7 @@ def run_report(path: str, as_json: bool) -> int:
     else:
         render_report(report, Console())
     return 0
+
+
+def report_command(args: argparse.Namespace) -> int:
+    return run_report(args.file, args.json)

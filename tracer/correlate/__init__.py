@@ -1,0 +1,11 @@
+"""The sans-IO correlator: kernel records + hook records in, request traces out.
+
+No BPF, no threads, no clock: live runs, replays and tests all go through `Correlator.feed`.
+
+    correlator.py        the state machine: dispatch per record type, emit finished requests
+    connection_table.py  which connection a record belongs to
+    connection.py        one connection's reads, writes, requests waiting for evidence
+    reorder.py           the bounded reorder window (records arrive out of time order)
+    stage_builder.py     one request's evidence -> its stages, notes and details
+    synthetic.py         synthetic record streams for tests and scripts/bench_correlator
+"""

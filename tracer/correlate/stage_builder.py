@@ -3,7 +3,7 @@
 Pure functions, no state: the correlator decides WHICH records belong to a request (see
 correlator.py); this module decides WHAT they say about it.
 
-Stage definitions (from → to; DESIGN.md's stage model, with these refinements):
+Stage definitions (from → to; the registry in tracer/model/stages.py, refined here):
 
     nic_irq     rx.hardirq_ts → rx.softirq_entry_ts, only when NET_RX was raised by a
                 hardirq (RT_RX_FROM_HARDIRQ). Never on lo/veth.

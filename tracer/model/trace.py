@@ -195,7 +195,7 @@ class RequestTrace(_RequestTraceFields):
         return best
 
     def to_json(self) -> dict[str, Any]:
-        """The recording's request line (DESIGN.md), plus this model's extra keys."""
+        """The recording's request line (README "Recordings"), plus this model's extra keys."""
         out: dict[str, Any] = {
             "type": "request",
             "id": self.id,

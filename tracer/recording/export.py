@@ -1,11 +1,8 @@
-"""`reqtrace export FILE --format perfetto|json -o OUT`: a recording in another shape.
+"""Plain JSON export: the whole recording as one document, for tools that want it at once.
 
-- perfetto: Chrome/Perfetto trace-event JSON (export_perfetto.py), for ui.perfetto.dev.
+- perfetto: Chrome/Perfetto trace-event JSON (perfetto.py), for ui.perfetto.dev.
 - json: one plain JSON document {"schema", "header", "requests": [...], "footer",
-  "problems"} for tools that want the whole recording at once instead of JSON Lines.
-
-OUT "-" writes to standard output. Files are written like recordings (mode 0600, owned by
-the invoking user under sudo): they hold the same paths and headers.
+  "problems"} instead of JSON Lines.
 """
 
 from __future__ import annotations

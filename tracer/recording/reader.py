@@ -1,4 +1,4 @@
-"""Load a recording written by recorder.py, keeping every good line.
+"""Load a recording written by writer.py, keeping every good line.
 
 A recording may be cut short (the process was killed: no footer, maybe half a line) or
 damaged. Loading never gives up on the good lines: each bad line becomes a problem

@@ -1,6 +1,6 @@
 """`reqtrace report FILE [--json]`: where the time went, per stage, over a recording.
 
-`build_report` makes the JSON of DESIGN.md (plus a few extra keys); `render_report` draws
+`build_report` makes the JSON of README "Recordings" (plus a few extra keys); `render_report` draws
 it with rich for people. Percentiles use the nearest-rank method on the observed values:
 no interpolation, so every number shown is a duration some request really had.
 """
