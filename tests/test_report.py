@@ -1,5 +1,5 @@
 """`reqtrace report`: per-stage percentiles, slowest requests, lost records; rich for
-people, DESIGN.md's JSON for machines; one clear line when the file is unusable."""
+people, the documented JSON for machines; one clear line when the file is unusable."""
 
 from __future__ import annotations
 

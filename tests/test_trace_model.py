@@ -1,4 +1,4 @@
-"""Trace model: the canonical stages, the request line of DESIGN.md, and its round trip."""
+"""Trace model: the canonical stages, the request line of a recording, and its round trip."""
 
 from __future__ import annotations
 
