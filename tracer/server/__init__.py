@@ -13,10 +13,13 @@ One job per module, uvicorn's shape:
     http_errors.py   status lines and the responses the server sends itself
     state.py         what all connections share (Date header, counters)
     log_setup.py     reqtrace.server -> stderr, reqtrace.access -> stdout
-    hook_record.py   the timing records (the contract with the correlator)
-    hooks.py         HookSink, the in-process sink, wire tuple <-> record
-    timing.py        building the records from the protocol's and cycle's stamps
+    hooks.py         HookSink, the in-process sink, wire tuple <-> record (the records
+                     themselves, the contract with the correlator: tracer/records/hooks.py)
+    timing.py        building the records from plain values and stamp lists
     hook_channel.py  the pipe to the tracer: writer (server side) and reader
+
+Imports point one way (main -> protocol -> cycle/timing/state -> hooks/config/...): no
+module here imports one that imports it back, not even for type checking.
 
 Nothing is imported here, so `import tracer.server.config` stays cheap for the CLI.
 """

@@ -4,6 +4,15 @@ The protocol (protocol.py) parses bytes and creates one `RequestCycle` per reque
 headers are complete; the cycle owns everything after that: the request body handed to the
 app, the response framing, and what happens when the app misbehaves.
 
+Like uvicorn's RequestResponseCycle, the cycle is handed its collaborators when it is made
+and never reaches back into the connection: its timing stamps list, and a `CycleLink` the
+connection made once for all its cycles: the transport to write to, the connection's flow
+control, the event loop, the shared server state (for the Date/Server lines current when
+the response starts), and four callbacks: response complete, app task finished, the app
+waits for body, the app took the body. A cycle that must end its connection (the app failed
+after its response began, or was cancelled) says so in `must_close`; the connection acts on
+it when the task finishes.
+
 Response framing, decided once at `http.response.start`:
 - the app gave `content-length`: the body is counted; too many bytes is an error before they
   are written, too few is an error at the end; either way the connection is closed;
@@ -36,17 +45,18 @@ from collections.abc import Awaitable, Callable, Mapping
 from time import monotonic_ns
 from typing import TYPE_CHECKING, Any
 
-from tracer.server.flow_control import REQUEST_BODY_HIGH_WATER
+from tracer.server.flow_control import REQUEST_BODY_HIGH_WATER, FlowControl
 from tracer.server.http_errors import CONTINUE_100, STATUS_LINES, error_response
 
 if TYPE_CHECKING:
-    from tracer.server.protocol import HttpProtocol
+    from tracer.server.state import ServerState
 
 Scope = dict[str, Any]
 Message = Mapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[object]]  # object: we check it is None
+CycleCallback = Callable[["RequestCycle"], None]
 
 logger = logging.getLogger("reqtrace.server")
 access_logger = logging.getLogger("reqtrace.access")
@@ -82,6 +92,44 @@ class ClientDisconnected(OSError):
     """`send` was called after the client went away (ASGI HTTP spec 2.4)."""
 
 
+class CycleLink:
+    """What a connection hands each of its request cycles; made once per connection.
+
+    One object rather than eight constructor arguments: building a cycle is per request.
+    """
+
+    __slots__ = (
+        "flow",
+        "loop",
+        "on_body_consumed",
+        "on_body_wanted",
+        "on_finished",
+        "on_response",
+        "server_state",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        flow: FlowControl,
+        loop: asyncio.AbstractEventLoop,
+        server_state: ServerState,
+        on_response: CycleCallback,
+        on_finished: CycleCallback,
+        on_body_wanted: CycleCallback,
+        on_body_consumed: CycleCallback,
+    ) -> None:
+        self.transport = transport
+        self.flow = flow
+        self.loop = loop
+        self.server_state = server_state  # its default_head: the Date/Server lines of now
+        self.on_response = on_response  # the last byte of the response is written
+        self.on_finished = on_finished  # the app task returned
+        self.on_body_wanted = on_body_wanted  # the app waits for more body
+        self.on_body_consumed = on_body_consumed  # the app took the buffered body
+
+
 class RequestCycle:
     """The ASGI side of one request: `receive`, `send`, and running the app."""
 
@@ -93,14 +141,16 @@ class RequestCycle:
         "chunks",
         "disconnected",
         "expect_100",
+        "flow",
         "head",
         "http11",
         "is_head",
         "keep_alive",
         "length_left",
+        "link",
         "more_body",
+        "must_close",
         "outcome",
-        "protocol",
         "request_body_bytes",
         "response_bytes",
         "response_complete",
@@ -118,15 +168,18 @@ class RequestCycle:
 
     def __init__(
         self,
-        protocol: HttpProtocol,
         scope: Scope,
         target: bytes,
         keep_alive: bool,
         http11: bool,
         expect_100: bool,
+        link: CycleLink,
+        stamps: list[int] | None,
+        seq: int,
     ) -> None:
-        self.protocol = protocol
-        self.transport = protocol.transport
+        self.link = link
+        self.transport = link.transport  # the two used on every request, kept at hand
+        self.flow = link.flow
         self.scope = scope
         self.target = target  # request target as received (path and query), for logs/hooks
         self.keep_alive = keep_alive
@@ -141,14 +194,15 @@ class RequestCycle:
         self.disconnected = False
         self.response_started = False
         self.response_complete = False
+        self.must_close = False  # the connection cannot carry on after this cycle's task
         self.head: bytes | None = None  # status line + headers, held until the first body
         self.status = 0
         self.task: asyncio.Task[None] | None = None
         self.outcome = "ok"
-        self.timed = timed = protocol.timed
-        if timed:
-            self.seq = protocol.requests
-            self.stamps = [protocol.begin_ns, protocol.headers_done_ns, 0, 0, 0, 0, 0]
+        self.timed = stamps is not None
+        if stamps is not None:  # [first byte, headers done, 0...]: the caller's two stamps
+            self.seq = seq
+            self.stamps = stamps
             self.chunks: list[tuple[int, int]] = []
             self.request_body_bytes = 0
             self.response_bytes = 0
@@ -175,7 +229,7 @@ class RequestCycle:
         finally:
             if self.timed:
                 self.stamps[STAMP_APP_RETURNED] = monotonic_ns()
-            self.protocol.cycle_finished(self)
+            self.link.on_finished(self)
 
     def _app_failed(self, exc: BaseException) -> None:
         if self.disconnected or isinstance(exc, ClientDisconnected):
@@ -200,14 +254,15 @@ class RequestCycle:
             self.head = None
             self.status = 500
             self.keep_alive = False
-            self._write(error_response(500, self.protocol.state.default_head))
+            self._write(error_response(500, self.link.server_state.default_head))
             self._complete()
         else:
             self._close_connection()
 
     def _close_connection(self) -> None:
+        """End the connection: run_asgi's `on_finished` call, next, closes it."""
         self.keep_alive = False
-        self.protocol.close("server_closed")
+        self.must_close = True
 
     def abandon(self, status: int, detail: str, outcome: str) -> bool:
         """The server gives up on this request (bad or stalled body, or never started).
@@ -221,7 +276,7 @@ class RequestCycle:
             self.response_started = True
             self.status = status
             self.keep_alive = False
-            self._write(error_response(status, self.protocol.state.default_head, detail))
+            self._write(error_response(status, self.link.server_state.default_head, detail))
             self.response_complete = True
             answered = True
         self.disconnected = True
@@ -245,7 +300,7 @@ class RequestCycle:
                         self.body_parts = None
                         self.body_size = 0
                         if more_body:
-                            self.protocol.body_consumed(self)
+                            self.link.on_body_consumed(self)
                     else:
                         body = b""
                     if not more_body:
@@ -253,8 +308,8 @@ class RequestCycle:
                     return {"type": "http.request", "body": body, "more_body": more_body}
             waiter = self.waiter
             if waiter is None:
-                waiter = self.waiter = self.protocol.loop.create_future()
-                self.protocol.body_wanted(self)
+                waiter = self.waiter = self.link.loop.create_future()
+                self.link.on_body_wanted(self)
             # Shared by concurrent receive() calls (a disconnect watcher and a body reader);
             # shielded so that cancelling one of them does not cancel the others' wait.
             await asyncio.shield(waiter)
@@ -286,8 +341,8 @@ class RequestCycle:
 
     # ASGI send ------------------------------------------------------------------------
     async def send(self, message: Message) -> None:
-        if self.protocol.flow.write_paused and not self.disconnected:
-            await self.protocol.flow.drain()
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()
         if self.disconnected:
             raise ClientDisconnected("the client closed the connection")
         if not self.response_started:
@@ -357,7 +412,7 @@ class RequestCycle:
         elif not app_closes:
             block += b"connection: close\r\n"
         self.keep_alive = keep_alive
-        default_head = self.protocol.state.default_head
+        default_head = self.link.server_state.default_head
         if replaced_defaults:
             default_head = _without_replaced(default_head, lines)
         self.head = status_line + default_head + block + b"\r\n"
@@ -416,7 +471,7 @@ class RequestCycle:
     def _complete(self) -> None:
         self.response_complete = True
         self.wake()
-        self.protocol.response_complete(self)
+        self.link.on_response(self)
 
     # Logs and hooks -------------------------------------------------------------------
     def log_access(self) -> None:

@@ -30,6 +30,11 @@ Timing hooks: when the server has a hook sink, `timed` is True and the callbacks
 `time.monotonic_ns()` in slots (first byte, headers done, body done); the cycle adds the
 rest and one RequestTiming record is emitted when it ends. When `timed` is False the only
 hook work is the `if self.timed` test itself.
+
+Dependencies point one way: this module uses cycle.py, timing.py and state.py; none of them
+knows it. A cycle gets the connection's transport, flow control and four callbacks in one
+`CycleLink` made per connection; timing.py gets plain values; the shared state sees only the
+`Connection` shape (shutdown, abort).
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from urllib.parse import unquote
 import httptools
 
 from tracer.server import timing
-from tracer.server.cycle import STAMP_BODY_DONE, RequestCycle
+from tracer.server.cycle import STAMP_BODY_DONE, CycleLink, RequestCycle
 from tracer.server.flow_control import FlowControl
 from tracer.server.http_errors import error_response
 from tracer.server.request_head import (
@@ -81,6 +86,7 @@ class HttpProtocol(asyncio.Protocol):
         "close_reason",
         "conn_id",
         "cycle",
+        "cycle_link",
         "deadline",
         "deadline_phase",
         "expect_100",
@@ -126,6 +132,7 @@ class HttpProtocol(asyncio.Protocol):
         self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.flow: FlowControl = None  # type: ignore[assignment]
+        self.cycle_link: CycleLink = None  # type: ignore[assignment]
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int | None] | None = None
         self.local: tuple[str, int] = ("", 0)
@@ -164,6 +171,17 @@ class HttpProtocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         state = self.state
         self.flow = FlowControl(self.transport)
+        # What every RequestCycle of this connection gets: made once, not per request.
+        self.cycle_link = CycleLink(
+            self.transport,
+            self.flow,
+            self.loop,
+            state,
+            self.response_complete,
+            self.cycle_finished,
+            self.body_wanted,
+            self.body_consumed,
+        )
         self.conn_id = state.next_conn_id
         state.next_conn_id += 1
         state.connections.add(self)
@@ -183,7 +201,7 @@ class HttpProtocol(asyncio.Protocol):
             emit = state.emit_hook
             assert emit is not None
             self.hook_ids = (state.pid, state.tid, self.fd, self.conn_id)
-            emit(timing.connection_opened(self))
+            emit(timing.connection_opened(self.hook_ids, self.client, self.local))
         if state.shutting_down:
             self.close("shutdown")
             return
@@ -375,7 +393,16 @@ class HttpProtocol(asyncio.Protocol):
             logger.warning("Exceeded concurrency limit.")
             raise RejectRequest(503, "Service Unavailable", "overloaded")
         keep_alive = parser.should_keep_alive() and not state.shutting_down
-        cycle = RequestCycle(self, scope, target, keep_alive, http11, self.expect_100)
+        cycle = RequestCycle(
+            scope,
+            target,
+            keep_alive,
+            http11,
+            self.expect_100,
+            self.cycle_link,
+            [self.begin_ns, self.headers_done_ns, 0, 0, 0, 0, 0] if self.timed else None,
+            self.requests,
+        )
         self.cycle = cycle
         self.phase = BODY
         if self.running is None:
@@ -441,6 +468,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def cycle_finished(self, cycle: RequestCycle) -> None:
         """The app task of `cycle` returned; its record can be emitted."""
+        if cycle.must_close:  # the app failed mid-response or was cancelled
+            self.close("server_closed")
         self.tasks_running -= 1
         self.state.active_requests -= 1
         self.state.total_requests += 1
@@ -448,7 +477,22 @@ class HttpProtocol(asyncio.Protocol):
             emit = self.state.emit_hook
             assert emit is not None
             cycle.timed = False  # its record holds its stamps and chunks: they are final
-            emit(timing.request_timing(cycle))
+            emit(
+                timing.request_timing(
+                    self.hook_ids,
+                    cycle.seq,
+                    cycle.scope,
+                    cycle.target,
+                    cycle.status,
+                    cycle.stamps,
+                    cycle.chunks,
+                    cycle.request_body_bytes,
+                    cycle.response_bytes,
+                    cycle.keep_alive,
+                    cycle.outcome,
+                    self.state.capture_headers,
+                )
+            )
         if self.lost and self.tasks_running == 0:
             self._finish()
 
@@ -619,18 +663,63 @@ class HttpProtocol(asyncio.Protocol):
         emit = self.state.emit_hook
         if emit is not None:
             cycle.timed = False  # its record holds its stamps and chunks: they are final
-            emit(timing.request_timing(cycle))
+            emit(
+                timing.request_timing(
+                    self.hook_ids,
+                    cycle.seq,
+                    cycle.scope,
+                    cycle.target,
+                    cycle.status,
+                    cycle.stamps,
+                    cycle.chunks,
+                    cycle.request_body_bytes,
+                    cycle.response_bytes,
+                    cycle.keep_alive,
+                    cycle.outcome,
+                    self.state.capture_headers,
+                )
+            )
 
     def _emit_refused(self, status: int, outcome: str, response_bytes: int = 0) -> None:
+        """Record a request the server answered (or dropped) itself before any app saw it.
+
+        Method and version are only known once the request line was parsed, which a
+        non-empty target proves.
+        """
         emit = self.state.emit_hook
-        if emit is not None:
-            emit(timing.request_refused(self, status, outcome, response_bytes))
+        if emit is None:
+            return
+        target = self.url
+        method = version = ""
+        if target:
+            method = self.parser.get_method().decode("ascii", "replace")
+            version = self.parser.get_http_version()
+        headers = self.headers if self.state.capture_headers else None
+        emit(
+            timing.request_refused(
+                self.hook_ids,
+                self.requests,
+                method,
+                target,
+                version,
+                self.begin_ns,
+                self.headers_done_ns,
+                headers,
+                status,
+                outcome,
+                response_bytes,
+            )
+        )
 
     def _finish(self) -> None:
         """Last act of a connection: forget it, and say so in the hook stream."""
         self.state.connections.discard(self)
         emit = self.state.emit_hook
         if emit is not None:
-            emit(timing.connection_closed(self))
+            emit(
+                timing.connection_closed(
+                    self.hook_ids, self.requests, self.close_reason, self.lost_ns
+                )
+            )
         self.cycle = None
         self.running = None

@@ -2,6 +2,9 @@
 
 Connections read the pre-encoded Date/Server header lines from here on every response; a
 timer in main.py refreshes them once a second, so no response formats a date.
+
+The state knows connections only as `Connection`, the two calls a shutdown makes on them,
+so this module depends on no connection code (protocol.py depends on it, not the reverse).
 """
 
 from __future__ import annotations
@@ -11,15 +14,22 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from tracer.server.config import ASGIApp, Config
 from tracer.server.hooks import WireRecord
 
-if TYPE_CHECKING:
-    from tracer.server.protocol import HttpProtocol
-
 SERVER_HEADER_LINE = b"server: reqtrace\r\n"
+
+
+class Connection(Protocol):
+    """What the server asks of an open connection when it stops (protocol.HttpProtocol)."""
+
+    def shutdown(self) -> None:
+        """Graceful: close when idle, else after the response in flight."""
+
+    def abort(self) -> None:
+        """Forced: cancel the app tasks and drop the connection."""
 
 
 class ServerState:
@@ -39,7 +49,7 @@ class ServerState:
         self.capture_headers = config.hook_capture_headers
         self.pid = os.getpid()
         self.tid = threading.get_native_id()  # set again by the loop thread in main.py
-        self.connections: set[HttpProtocol] = set()  # open, or with an app still running
+        self.connections: set[Connection] = set()  # open, or with an app still running
         self.active_requests = 0  # ASGI request tasks running (for --limit-concurrency)
         self.total_requests = 0
         self.next_conn_id = 1
