@@ -144,6 +144,62 @@ def _send(t: RequestTrace, s: Stage) -> str:
     )
 
 
+def holders_text(t: RequestTrace, s: Stage) -> str:
+    """Who held the event loop during a loop-wait stage, from the trace's blame."""
+    parts = []
+    for entry in t.blame_of(s.name):
+        if entry.holder:
+            parts.append(
+                f"{entry.method} {entry.path} (request {entry.holder}) for "
+                f"{format_duration(entry.ns)}"
+            )
+        else:
+            parts.append(f"work no traced request accounts for, {format_duration(entry.ns)}")
+    if not parts:
+        return "No other request's code was seen on the loop meanwhile (one loop iteration)."
+    return "The loop was held by " + "; ".join(parts) + "."
+
+
+def _loop_busy(t: RequestTrace, s: Stage) -> str:
+    return (
+        f"The data was ready on the socket, but the event loop was not waiting in epoll: it "
+        f"was running other code, and only came back to epoll {format_duration(s.duration_ns)}"
+        f" later. {holders_text(t, s)}"
+    )
+
+
+def _pipeline_wait(t: RequestTrace, s: Stage) -> str:
+    return (
+        "This request arrived in the same read as an earlier one on this connection "
+        "(HTTP/1.1 pipelining); the server answers in order, so it waited "
+        f"{format_duration(s.duration_ns)} behind the earlier request before parsing began."
+    )
+
+
+def _loop_queue(t: RequestTrace, s: Stage) -> str:
+    return (
+        "The server had the whole request and scheduled the app on the event loop; the app's "
+        f"first step ran {format_duration(s.duration_ns)} later, once the loop got to it. "
+        f"{holders_text(t, s)}"
+    )
+
+
+def _handoff(t: RequestTrace, s: Stage) -> str:
+    return (
+        "The app had handed over its last response bytes; the server's write reached the "
+        f"send syscall {format_duration(s.duration_ns)} later. {holders_text(t, s)}"
+    )
+
+
+def _unobserved(t: RequestTrace, s: Stage) -> str:
+    reasons = [n.split(": ", 2)[-1] for n in t.notes if n.startswith("unobserved:")]
+    why = f" Why: {reasons[0]}." if reasons else ""
+    return (
+        f"{format_duration(s.duration_ns)} of this request fell between two observed stages "
+        f"and no probe or hook saw what happened there.{why}"
+    )
+
+
 LESSONS: dict[str, Lesson] = {
     "nic_irq": Lesson(
         "NIC interrupt → softirq",
@@ -176,11 +232,19 @@ LESSONS: dict[str, Lesson] = {
         "trim firewall rules for the service port; net.ipv4.tcp_rmem; watch drops "
         "(nstat TcpExtTCPRcvQDrop).",
     ),
+    "loop_busy": Lesson(
+        "event loop busy when the data arrived",
+        _loop_busy,
+        "CPU-bound or blocking code in another request's handler; many ready connections "
+        "served first; garbage collection; slow callbacks of background tasks.",
+        "move CPU-heavy or blocking work off the loop (run_in_executor, processes); more "
+        "workers; asyncio debug mode names slow callbacks (loop.slow_callback_duration).",
+    ),
     "wakeup": Lesson(
         "wakeup of the server thread",
         _wakeup,
         "other runnable tasks on the CPU (run-queue delay); deep CPU idle states; cgroup CPU "
-        "throttling; the loop busy with other work when the data arrived.",
+        "throttling.",
         "pin or isolate the server's CPU; check throttling (cpu.stat); bcc's runqlat shows "
         "the run-queue delay distribution.",
     ),
@@ -197,6 +261,12 @@ LESSONS: dict[str, Lesson] = {
         "large requests (copying is per byte); many small reads; page faults on fresh buffers.",
         "larger read sizes mean fewer syscalls; avoid tiny client writes (Nagle, corking).",
     ),
+    "pipeline_wait": Lesson(
+        "pipelined behind an earlier request",
+        _pipeline_wait,
+        "a slow earlier request on the same connection (HTTP/1.1 answers in order).",
+        "avoid pipelining, or use more connections; speed up the request in front.",
+    ),
     "parse": Lesson(
         "HTTP parsing",
         _parse,
@@ -212,12 +282,27 @@ LESSONS: dict[str, Lesson] = {
         "limit body sizes; stream uploads in the app instead of buffering; net.ipv4.tcp_rmem "
         "(receive window); look at the connection's srtt and retransmits below.",
     ),
+    "loop_queue": Lesson(
+        "waiting for the event loop",
+        _loop_queue,
+        "another request's handler running CPU-bound or blocking code on the loop; a burst "
+        "of requests scheduled at once; garbage collection.",
+        "move CPU-heavy or blocking work off the loop; limit concurrency; more workers; the "
+        "holder named here is the request to look at.",
+    ),
     "app": Lesson(
         "the ASGI app",
         _app,
         "your code, database or network calls it awaits, or a blocking call inside async "
         "code (which stalls every other request on the loop).",
         "profile the endpoint (py-spy, pyinstrument); move blocking calls to a thread pool; cache.",
+    ),
+    "handoff": Lesson(
+        "response handed over → send",
+        _handoff,
+        "a full send buffer (writes queued until the socket drains); the loop busy with "
+        "other work before the write ran.",
+        "see the send stage's buffer sizes; keep the loop free (the holder named here).",
     ),
     "send": Lesson(
         "send syscall and transmit",
@@ -226,6 +311,14 @@ LESSONS: dict[str, Lesson] = {
         "waits for the socket to drain); traffic shaping on the device.",
         "net.ipv4.tcp_wmem / SO_SNDBUF; compress or stream large bodies; check the qdisc "
         "(tc -s qdisc).",
+    ),
+    "unobserved": Lesson(
+        "not observed",
+        _unobserved,
+        "records lost (ring buffer full), a probe point this kernel cannot attach, or a "
+        "connection opened before tracing began.",
+        "reqtrace doctor shows which probe points attached; a larger ring buffer or lower "
+        "load avoids lost records.",
     ),
 }
 
@@ -278,4 +371,37 @@ def explain_connection(trace: RequestTrace) -> Text:
         parts.append(f"{c.retransmits} retransmit(s)")
     parts.append(f"request {trace.seq} on connection {trace.conn_id}")
     text.append(" · ".join(parts))
+    return text
+
+
+def summary(trace: RequestTrace, stage_name: str) -> Text:
+    """One line: the highlighted stage, its share of the request, and when it is slow."""
+    lesson = LESSONS.get(stage_name)
+    layer = LAYER_OF.get(stage_name, "")
+    stage = trace.stage(stage_name)
+    text = Text(no_wrap=True, overflow="ellipsis", end="")
+    text.append(stage_name, style=f"bold {layer_color(layer)}")
+    if stage is None:
+        text.append(" not observed for this request", style="italic")
+    else:
+        share = stage.duration_ns / trace.total_ns * 100 if trace.total_ns else 0
+        text.append(f" {format_duration(stage.duration_ns)}, {share:.0f}% of the request", "bold")
+    if lesson:
+        text.append(f" · {lesson.title}", "bold")
+        text.append(f" · slow when: {lesson.slow_when}")
+    return text
+
+
+def gap_explanation(hidden: int, received: int, interval_ms: float, rate: float) -> Text:
+    """What a "more not listed" row stands for, and where to find those requests."""
+    text = Text()
+    text.append(f"{hidden:,} requests not listed here", style="bold")
+    text.append(
+        f" ({received:,} arrived in these {interval_ms:.0f} ms; about {rate:,.0f} a second "
+        "now). No one can read that many lines, so the list keeps the slowest, the failed "
+        "and the newest requests of every interval and counts the rest here. Every request "
+        "still counts in the rate, the aggregate view (a) and the recording; a filter (/) "
+        "narrows what is listed before this choice is made; ctrl+s saves the recent "
+        "requests that match the filter."
+    )
     return text

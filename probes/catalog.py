@@ -170,7 +170,7 @@ CATALOG: tuple[ProbePoint, ...] = (
         name="socket_data_ready",
         title="socket data ready (sk_data_ready)",
         layer="kernel",
-        feeds=("ip_tcp", "wakeup"),
+        feeds=("ip_tcp", "loop_busy", "wakeup"),
         strategies=(
             Strategy("tracepoint", ("sock:sk_data_ready",)),
             Strategy("raw_tracepoint", ("sk_data_ready",)),
@@ -210,7 +210,7 @@ CATALOG: tuple[ProbePoint, ...] = (
         name="epoll_wait",
         title="epoll_wait / epoll_pwait / epoll_pwait2 of the server",
         layer="event_loop",
-        feeds=("wakeup", "event_loop"),
+        feeds=("loop_busy", "wakeup", "event_loop"),
         strategies=(
             Strategy("tracepoint", _syscalls("epoll_wait", "epoll_pwait", "epoll_pwait2")),
             Strategy("raw_tracepoint", ("sys_enter", "sys_exit")),

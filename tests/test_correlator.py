@@ -24,7 +24,7 @@ from tracer.correlate.synthetic import (
 )
 from tracer.model.stages import STAGE_NAMES
 from tracer.records.hooks import ConnectionOpened, RequestTiming
-from tracer.records.kernel import RecvRecord, StateRecord
+from tracer.records.kernel import RecvRecord, SendRecord, StateRecord
 
 
 def test_one_request_on_loopback_gets_every_stage_in_order() -> None:
@@ -43,9 +43,12 @@ def test_one_request_on_loopback_gets_every_stage_in_order() -> None:
         "event_loop",
         "recv",
         "parse",
+        "loop_queue",
         "app",
+        "handoff",
         "send",
     ]
+    assert sum(s.duration_ns for s in trace.stages) == trace.total_ns  # leaves tile the total
     assert trace.complete
     assert trace.notes == ("nic_irq: no hardware interrupt: packet came from lo (software device)",)
     assert (trace.method, trace.path, trace.status) == ("GET", "/hello", 200)
@@ -110,7 +113,14 @@ def test_pipelined_requests_share_one_read_and_only_the_first_has_kernel_stages(
     assert_matches(traces[(1, 1)], first)
     assert_matches(traces[(1, 2)], second)
     later = traces[(1, 2)]
-    assert [s.name for s in later.stages] == ["parse", "app", "send"]
+    assert [s.name for s in later.stages] == [
+        "pipeline_wait",
+        "parse",
+        "loop_queue",
+        "app",
+        "handoff",
+        "send",
+    ]
     assert later.notes[0].startswith("pipelined: arrived in the same read as request 1")
     assert later.complete
 
@@ -256,7 +266,9 @@ def test_advance_lets_a_quiet_stream_complete_without_flush() -> None:
     assert trace.complete
 
 
-def test_the_loop_busy_elsewhere_still_has_a_wakeup_stage_with_the_split() -> None:
+def test_data_that_arrives_while_the_loop_is_busy_waits_in_loop_busy_not_wakeup() -> None:
+    """The loop thread entered epoll only after the data was ready: it was running other
+    work, not asleep, so the wait is the loop's (loop_busy), not a scheduler wakeup."""
     scenario = Scenario()
     connection = scenario.connect(1_000 * MS, 50_000, fd=7)
     [expected] = connection.request(1_001 * MS, loop_busy=True)
@@ -264,7 +276,8 @@ def test_the_loop_busy_elsewhere_still_has_a_wakeup_stage_with_the_split() -> No
     [trace] = run(scenario.time_ordered())
 
     assert_matches(trace, expected)
-    assert trace.details["loop_busy_us"] == 30.0
+    assert trace.stage("wakeup") is None and trace.stage("loop_busy") is not None
+    assert any(note.startswith("wakeup: the event loop was not asleep") for note in trace.notes)
     assert "wake_path_us" not in trace.details
 
 
@@ -321,7 +334,8 @@ def test_unix_socket_requests_are_complete_with_a_note() -> None:
 
     assert trace.complete
     assert any("unix socket" in note for note in trace.notes)
-    assert [s.name for s in trace.stages] == ["parse", "app"]
+    assert [s.name for s in trace.stages] == ["parse", "loop_queue", "app", "unobserved"]
+    assert any(note.startswith("unobserved: app → end: unix socket") for note in trace.notes)
 
 
 def test_same_input_gives_the_same_traces() -> None:
@@ -343,8 +357,11 @@ def test_every_canonical_stage_can_appear() -> None:
     scenario = Scenario()
     connection = scenario.connect(1_000 * MS, 50_000, fd=7)
     connection.request(1_001 * MS, dev="eth0", method="POST", body_reads=2, upload_bytes=8_000)
-    connection.request(1_003 * MS, dev="lo")
-    names = {s.name for t in run(scenario.time_ordered()) for s in t.stages}
+    connection.request(1_003 * MS, dev="lo", pipelined=1)
+    connection.request(1_005 * MS, dev="lo", loop_busy=True)
+    records = scenario.time_ordered()
+    last_send = max(i for i, r in enumerate(records) if isinstance(r, SendRecord))
+    names = {s.name for t in run(records[:last_send] + records[last_send + 1 :]) for s in t.stages}
     assert names == set(STAGE_NAMES)
 
 
@@ -421,7 +438,8 @@ def test_a_bad_request_answered_by_the_server_has_no_app_stage() -> None:
     [trace] = run(scenario.time_ordered())
 
     assert trace.complete
-    assert [s.name for s in trace.stages][-2:] == ["recv", "send"]
+    assert [s.name for s in trace.stages][-3:] == ["recv", "unobserved", "send"]
+    assert "unobserved: recv → send: the request headers never completed" in " ".join(trace.notes)
     assert "app: the app was not called (outcome bad_request)" in trace.notes
     assert "parse: the request headers never completed (outcome bad_request)" in trace.notes
     assert trace.status == 400 and trace.outcome == "bad_request"

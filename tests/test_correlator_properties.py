@@ -1,5 +1,6 @@
 """Correlator properties (hypothesis): whatever the interleaving and whatever is lost, no
-crash, stages never overlap or go backwards, their sum never exceeds the total, every
+crash, stages never overlap or go backwards and tile the total exactly (gaps are explicit
+`unobserved` stages with a reason), every
 request comes out exactly once, and memory stays within the limits."""
 
 from __future__ import annotations
@@ -80,17 +81,25 @@ def build(plans: list[ConnectionPlan]) -> tuple[list[FeedRecord], list[Expected]
 
 
 def check_invariants(traces: list[RequestTrace]) -> None:
+    """Stages never overlap, never go backwards, come in canonical order (an `unobserved`
+    gap may stand anywhere) and tile the request's total exactly: no silent empty space."""
     for trace in traces:
         previous_end = trace.start_ns
         previous_rank = -1
         for stage in trace.stages:
+            assert stage.start_ns < stage.end_ns or stage.name != "unobserved", trace
             assert stage.start_ns <= stage.end_ns, trace
-            assert stage.start_ns >= previous_end, trace  # no overlap, never backwards
-            assert ORDER[stage.name] > previous_rank, trace  # canonical order
-            previous_end, previous_rank = stage.end_ns, ORDER[stage.name]
-        assert previous_end <= trace.end_ns
+            assert stage.start_ns == previous_end, trace  # contiguous: gapless, no overlap
+            if stage.name != "unobserved":
+                assert ORDER[stage.name] > previous_rank, trace  # canonical order
+                previous_rank = ORDER[stage.name]
+            else:
+                assert any(n.startswith("unobserved: ") for n in trace.notes), trace
+            previous_end = stage.end_ns
+        assert previous_end == trace.end_ns or not trace.stages, trace
         assert trace.start_ns <= trace.end_ns
-        assert sum(stage.duration_ns for stage in trace.stages) <= trace.total_ns
+        if trace.stages:
+            assert sum(stage.duration_ns for stage in trace.stages) == trace.total_ns
 
 
 def feed_all(correlator: Correlator, records: list[FeedRecord]) -> list[RequestTrace]:

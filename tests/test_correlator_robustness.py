@@ -63,7 +63,7 @@ def test_a_lost_read_marks_the_request_incomplete_and_says_why() -> None:
     [trace] = run(records)
 
     assert not trace.complete
-    assert [s.name for s in trace.stages] == ["parse", "app", "send"]
+    assert [s.name for s in trace.stages] == ["parse", "loop_queue", "app", "handoff", "send"]
     assert any("no recv record delivered" in note for note in trace.notes)
     assert trace.start_ns == trace.stage("parse").start_ns  # type: ignore[union-attr]
 
@@ -108,8 +108,9 @@ def test_without_kernel_records_the_trace_falls_back_to_hook_times() -> None:
     [trace] = run(hooks)
 
     assert not trace.complete
-    assert [s.name for s in trace.stages] == ["parse", "app"]
+    assert [s.name for s in trace.stages] == ["parse", "loop_queue", "app", "unobserved"]
     assert any("no kernel records for this connection" in note for note in trace.notes)
+    assert sum(s.duration_ns for s in trace.stages) == trace.total_ns
     timing_record = next(r for r in hooks if isinstance(r, RequestTiming))
     assert trace.start_ns == timing_record.first_byte_ns
     assert trace.end_ns == timing_record.response_done_ns
@@ -308,7 +309,8 @@ def test_nic_and_softirq_times_of_an_earlier_packet_are_not_used() -> None:
     first, second = run(records)
 
     assert first.complete
-    assert [s.name for s in second.stages][:3] == ["wakeup", "event_loop", "recv"]
+    assert [s.name for s in second.stages][:4] == ["unobserved", "wakeup", "event_loop", "recv"]
+    assert any("unobserved: start → wakeup: the NIC and softirq times" in n for n in second.notes)
     assert stage_map(second)["wakeup"] == expected.stages["wakeup"]
     assert any("belong to an earlier packet" in note for note in second.notes)
     assert not second.complete

@@ -90,13 +90,13 @@ def test_names_and_layers_are_unique_and_known() -> None:
     assert len(names) == len(set(names))
     assert not set(names) & set(CONNECTION_STAGE_NAMES)
     assert {stage.layer for stage in STAGES} <= set(registry.LAYERS)
-    assert {stage.evidence for stage in STAGES} <= {registry.PROBES, registry.HOOKS}
+    assert {stage.evidence for stage in STAGES} <= {registry.PROBES, registry.HOOKS, registry.GAPS}
     assert {stage.track for stage in STAGES} <= {"", registry.CPU_TRACK, registry.THREAD_TRACK}
 
 
 def _built_stages(path: Path) -> list[tuple[str, str, int]]:
     """(name, layer constant, line) of every Stage built from literals in a module."""
-    layer_names = {"KERNEL", "EVENT_LOOP", "SYSCALL", "SERVER", "APP"}
+    layer_names = {"KERNEL", "EVENT_LOOP", "SYSCALL", "SERVER", "APP", "GAP"}
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
         if not isinstance(node, ast.Tuple) or len(node.elts) < 2:

@@ -79,6 +79,7 @@ def test_the_canonical_stages_are_the_design_ones_in_timeline_order() -> None:
         "syscall",
         "server",
         "app",
+        "unobserved",
     }
     assert set(STAGE_SPANS) == set(STAGE_NAMES)
 

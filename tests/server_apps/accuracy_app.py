@@ -2,6 +2,9 @@
 
     GET  /hello               a few bytes: kernel and server only
     GET  /sleep?ms=N          awaits N ms in the app (the app stage's ground truth)
+    GET  /burn?ms=N&log=F     answers at once, then burns N ms of CPU on the event loop
+                              (holds it: the loop-wait ground truth) and appends the burn's
+                              "START END" (CLOCK_MONOTONIC ns) to the file F
     GET  /download?bytes=N    N bytes in one body message (the send stage under a slow reader)
     POST /upload              reads the whole body, answers its size (the body stage)
 
@@ -11,6 +14,8 @@ Raw ASGI, so what is measured is the server and the kernel, not a framework.
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
@@ -34,6 +39,16 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if path == "/sleep":
         await asyncio.sleep(float(query["ms"]) / 1000)
         await _respond(send, b"slept\n")
+    elif path == "/burn":
+        await _respond(send, b"burning\n")
+        log = os.open(query["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        start = time.monotonic_ns()  # opened first: after the burn only one write remains
+        until = start + int(float(query["ms"]) * 1_000_000)
+        now = start
+        while now < until:
+            now = time.monotonic_ns()
+        os.write(log, f"{start} {now}\n".encode())
+        os.close(log)
     elif path == "/download":
         await _respond(send, b"x" * int(query["bytes"]))
     elif path == "/upload":

@@ -60,8 +60,10 @@ from typing import Any
 
 from tracer.correlate.connection import DROP, RESET, RETRANSMIT, WRITE_START, Connection
 from tracer.correlate.connection_table import ConnectionTable
+from tracer.correlate.loop_blame import LoopHistory
 from tracer.correlate.reorder import ReorderBuffer
 from tracer.correlate.stage_builder import RequestEvidence, build_timeline
+from tracer.model.stages import LOOP_WAIT_STAGES
 from tracer.model.trace import RequestTrace
 from tracer.records.hooks import (
     ConnectionClosed,
@@ -194,6 +196,7 @@ class Correlator:
         self._lost_reports: deque[tuple[int, int]] = deque(maxlen=64)
         self._out: list[RequestTrace] = []
         self._next_trace_id = 1
+        self._loop = LoopHistory()  # who held each event loop, for the loop-wait stages
         self._since_sweep = 0  # records processed since the last idle sweep
         # One handler per record type (a dict lookup: the cheapest dispatch in the hot path).
         self._handlers: dict[type, Callable[[Any, int], None]] = {
@@ -537,13 +540,17 @@ class Correlator:
                 )
         if not complete:
             self._counts.incomplete_requests += 1
+        trace_id = self._next_trace_id
+        loop = self._loop
+        blame = loop.blame(trace_id, timing, stages, LOOP_WAIT_STAGES) if timing.tid else ()
+        loop.add(trace_id, timing)
         # tuple.__new__ with every field in order: the cheapest way to build a named tuple
         # (this runs once per request; keyword passing costs measurably more).
         self._out.append(
             _new(
                 RequestTrace,
                 (
-                    self._next_trace_id,  # id
+                    trace_id,
                     timing.pid,
                     timing.fd,
                     timing.conn_id,
@@ -565,6 +572,7 @@ class Correlator:
                     timing.http_version,
                     timing.outcome,
                     timing.headers,
+                    blame,
                 ),
             )
         )

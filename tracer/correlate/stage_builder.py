@@ -13,12 +13,16 @@ Stage definitions (from → to; the registry in tracer/model/stages.py, refined 
                 backlog packet it starts no earlier than netif_rx (a softirq already running
                 when the packet was queued did not work on it before it existed).
     ip_tcp      rx.netif_receive_ts → rx.data_ready_ts (rx.tcp_ts when data_ready unseen).
-    wakeup      rx.data_ready_ts → epoll_exit_ts, when the loop's last epoll wait returned
-                after the data arrived. details: wake_path_us (data_ready → sched_wakeup)
-                and run_queue_us (sched_wakeup → epoll return) when the thread slept;
-                loop_busy_us (data_ready → epoll enter) when it was busy elsewhere.
+    loop_busy   rx.data_ready_ts → epoll_exit_ts when the loop thread entered that epoll
+                wait only after the data was ready: it was running other work, not asleep
+                (the correlator names the holders, loop_blame.py).
+    wakeup      rx.data_ready_ts → epoll_exit_ts, when the loop's last epoll wait began
+                before the data arrived (the thread slept). details: wake_path_us
+                (data_ready → sched_wakeup) and run_queue_us (sched_wakeup → epoll return).
     event_loop  max(epoll_exit_ts, data_ready_ts) → recv enter.
     recv        enter → exit of the read that delivered the request's first bytes.
+    pipeline_wait  pipelined requests: the earlier request's read exit → their first byte
+                reached the parser (they waited behind it).
     parse       that read's exit → headers parsed (hook). Pipelined requests: from
                 max(their first byte, that read's exit).
     body        headers parsed → request body complete (on_message_complete), for requests
@@ -32,6 +36,10 @@ Stage definitions (from → to; the registry in tracer/model/stages.py, refined 
                 error page), or the app's return when nothing was written. Work after
                 the handoff (background tasks) is in details as app_after_response_us,
                 not in the stage.
+    loop_queue  headers parsed (body complete, when the app was not running yet) → the app
+                called: the app's task waited for the event loop (holders named).
+    handoff     the final handoff → the first send syscall after it (the server's write
+                path; queued writes under backpressure; holders named).
     send        the send syscalls that carry the response from the final handoff on:
                 first enter → last exit (including writes drained later under
                 backpressure). Sends inside the app interval (streaming) are details only.
@@ -42,7 +50,9 @@ than one softirq run can last) those four stages are left out with a note, never
 
 Candidates are then chained in canonical order: a stage that would start before the
 previous one ends is clipped to that end (with a note) or dropped when nothing is left, so
-stages never overlap or go backwards whatever the input. The total runs from the first
+stages never overlap or go backwards whatever the input. Then every stretch of the total
+that no stage covers becomes an explicit `unobserved` stage with a note saying why (the
+note of a missing stage that belongs there, when there is one): the leaves tile the total. The total runs from the first
 kernel timestamp of the request to the last send exit, falling back to hook times (with a
 note) when kernel records are missing, and always covers every stage.
 """
@@ -51,7 +61,16 @@ from __future__ import annotations
 
 import math
 
-from tracer.model.stages import APP, EVENT_LOOP, KERNEL, RX_PATH_STAGES, SERVER, SYSCALL
+from tracer.model.stages import (
+    APP,
+    EVENT_LOOP,
+    GAP,
+    KERNEL,
+    RX_PATH_STAGES,
+    SERVER,
+    STAGE_NAMES,
+    SYSCALL,
+)
 from tracer.model.trace import Detail, Stage
 from tracer.records.hooks import RequestTiming
 from tracer.records.kernel import (
@@ -74,6 +93,7 @@ DIRTY = math.inf
 # hardirqs and a raised budget. Longer means the times describe another packet.
 MAX_SOFTIRQ_SPAN_NS = 10_000_000
 KERNEL_STAGES = ", ".join(RX_PATH_STAGES)
+PARSED = ("parse", "body")  # the stages after which the request waits for the app to run
 
 # Notes that do not depend on the request, built once.
 NO_RX_NOTE = (
@@ -106,6 +126,10 @@ WAKEUP_AWAKE = (
 STALE_SKB_NOTE = (
     "nic_irq, backlog, softirq, ip_tcp: the NIC and softirq times recorded for this segment"
     " belong to an earlier packet (a reused skb), so these stages are left out"
+)
+WAKEUP_BUSY = (
+    "wakeup: the event loop was not asleep when the data arrived (it was running other work;"
+    " see loop_busy)"
 )
 EVENT_LOOP_UNSEEN = "event_loop: neither the data's arrival nor an epoll return was observed"
 _software_notes: dict[str, str] = {}
@@ -241,7 +265,11 @@ def build_timeline(ev: RequestEvidence) -> Timeline:
     if recv is not None:
         parse_start = recv.ts_ns
     elif ev.delivering_recv is not None:
-        parse_start = max(timing.first_byte_ns, ev.delivering_recv.ts_ns)
+        delivered = ev.delivering_recv.ts_ns
+        parse_start = max(timing.first_byte_ns, delivered)
+        if parse_start > delivered:
+            candidates.append(_new(Stage, ("pipeline_wait", SERVER, delivered, parse_start)))
+            cursor = parse_start if cursor <= delivered else DIRTY
     else:
         parse_start = timing.first_byte_ns
     if not headers_done:
@@ -271,6 +299,10 @@ def build_timeline(ev: RequestEvidence) -> Timeline:
             if app_called and body_done > app_called:
                 details["app_waited_for_body_us"] = (body_done - app_called) / 1000
                 app_called = body_done
+    parsed = candidates[-1].end_ns if candidates and candidates[-1].name in PARSED else 0
+    if parsed and app_called > parsed and (not app_end or app_called <= app_end):
+        candidates.append(_new(Stage, ("loop_queue", EVENT_LOOP, parsed, app_called)))
+        cursor = app_called if cursor <= parsed else DIRTY
     if not app_called:
         notes.append(f"app: the app was not called (outcome {timing.outcome})")
     elif not app_end:
@@ -308,7 +340,47 @@ def build_timeline(ev: RequestEvidence) -> Timeline:
     if ev.cut_short:
         complete = False
         notes.append(ev.cut_short)
-    return start, end, tuple(stages), tuple(notes), details, complete
+    return start, end, _tile(start, end, stages, notes), tuple(notes), details, complete
+
+
+def _tile(start: int, end: int, stages: list[Stage], notes: list[str]) -> tuple[Stage, ...]:
+    """The stages with every stretch of [start, end] that none covers made an explicit
+    `unobserved` stage, so the leaves tile the request's total (with a note saying why)."""
+    tiled: list[Stage] = []
+    cursor = start
+    previous = "start"
+    for stage in stages:
+        if stage.start_ns > cursor:
+            tiled.append(_new(Stage, ("unobserved", GAP, cursor, stage.start_ns)))
+            notes.append(_gap_note(previous, stage.name, notes))
+        tiled.append(stage)
+        cursor = stage.end_ns
+        previous = stage.name
+    if end > cursor:
+        tiled.append(_new(Stage, ("unobserved", GAP, cursor, end)))
+        notes.append(_gap_note(previous, "end", notes))
+    return tuple(tiled)
+
+
+def _gap_note(before: str, after: str, notes: list[str]) -> str:
+    """Why nothing was observed between two stages: the note of a stage that canonically
+    lies between them, when there is one."""
+    between = _BETWEEN.get((before, after))
+    if between is None:
+        names = list(STAGE_NAMES)
+        low = names.index(before) + 1 if before in names else 0
+        high = names.index(after) if after in names else len(names)
+        between = tuple(names[low:high])
+        if len(_BETWEEN) < 1024:
+            _BETWEEN[(before, after)] = between
+    for note in notes:
+        name = note.split(":", 1)[0]
+        if name in between or any(part in between for part in name.split(", ")):
+            return f"unobserved: {before} → {after}: {note.split(': ', 1)[-1]}"
+    return f"unobserved: {before} → {after}: no probe or hook saw this interval"
+
+
+_BETWEEN: dict[tuple[str, str], tuple[str, ...]] = {}
 
 
 def _no_recv_reason(ev: RequestEvidence) -> str:
@@ -400,6 +472,11 @@ def _kernel_stages(
         softirq_start = poll or entry
         if via_backlog and netif_rx > softirq_start:
             softirq_start = netif_rx  # the packet was queued while this softirq already ran
+        if candidates and candidates[-1].end_ns == entry and entry and softirq_start > entry:
+            # nic_irq/backlog ended at softirq entry: the softirq's other work before this
+            # packet's poll (other NAPI instances) is part of the softirq stage
+            details["softirq_before_poll_us"] = (softirq_start - entry) / 1000
+            softirq_start = entry
         if softirq_start and receive:
             candidates.append(_new(Stage, ("softirq", KERNEL, softirq_start, receive)))
             cursor = receive if cursor <= softirq_start <= receive else DIRTY
@@ -422,7 +499,15 @@ def _kernel_stages(
     epoll_exit = recv.epoll_exit_ts
     if epoll_exit > recv_enter:
         epoll_exit = 0
-    if ready and epoll_exit >= ready:
+    epoll_enter = recv.epoll_enter_ts
+    if ready and epoll_exit >= ready and epoll_enter >= ready:
+        # The loop thread entered its epoll wait only after the data was ready: it was not
+        # asleep but running other work, and epoll returned at once. The wait is the loop's.
+        candidates.append(_new(Stage, ("loop_busy", EVENT_LOOP, ready, epoll_exit)))
+        cursor = epoll_exit if cursor <= ready <= epoll_exit else DIRTY
+        notes.append(WAKEUP_BUSY)
+        details["epoll_ready"] = recv.epoll_ready
+    elif ready and epoll_exit >= ready:
         candidates.append(_new(Stage, ("wakeup", KERNEL, ready, epoll_exit)))
         cursor = epoll_exit if cursor <= ready <= epoll_exit else DIRTY
         woken = recv.wakeup_ts
@@ -430,8 +515,6 @@ def _kernel_stages(
             details["wake_path_us"] = (woken - ready) / 1000
             details["run_queue_us"] = (epoll_exit - woken) / 1000
             details["waker_cpu"] = recv.waker_cpu
-        elif recv.epoll_enter_ts >= ready:
-            details["loop_busy_us"] = (recv.epoll_enter_ts - ready) / 1000
         details["epoll_ready"] = recv.epoll_ready
     else:
         notes.append(
@@ -515,6 +598,10 @@ def _send_stage(
         details["request_body_bytes"] = timing.request_body_bytes
 
     if final_start:
+        app_end = candidates[-1].end_ns if candidates and candidates[-1].name == "app" else 0
+        if app_end and final_start > app_end:
+            candidates.append(_new(Stage, ("handoff", SERVER, app_end, final_start)))
+            cursor = final_start if cursor <= app_end else DIRTY
         candidates.append(_new(Stage, ("send", SYSCALL, final_start, final_end)))
         cursor = final_end if cursor <= final_start <= final_end else DIRTY
     elif not response_bytes:

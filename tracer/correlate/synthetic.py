@@ -288,16 +288,18 @@ class ScriptedConnection:
                 if dev == "lo" or dev.startswith("veth"):
                     stages["backlog"] = (rx.netif_rx_ts, rx.softirq_entry_ts)
                     stages["softirq"] = (rx.poll_start_ts, rx.netif_receive_ts)
-                else:
+                else:  # the softirq runs from its entry (nic_irq ends there)
                     stages["nic_irq"] = (rx.hardirq_ts, rx.softirq_entry_ts)
-                    stages["softirq"] = (rx.poll_start_ts, rx.netif_receive_ts)
+                    stages["softirq"] = (rx.softirq_entry_ts, rx.netif_receive_ts)
                 stages["ip_tcp"] = (rx.netif_receive_ts, rx.data_ready_ts)
-                stages["wakeup"] = (ready, epoll_exit)
+                stages["loop_busy" if loop_busy else "wakeup"] = (ready, epoll_exit)
                 stages["event_loop"] = (epoll_exit, recv_enter)
                 stages["recv"] = (recv_enter, recv_exit)
                 stages["parse"] = (recv_exit, headers_done)
                 start = rx.hardirq_ts or rx.netif_rx_ts
             else:
+                if first_byte > recv_exit:  # waited behind the earlier request
+                    stages["pipeline_wait"] = (recv_exit, first_byte)
                 stages["parse"] = (max(first_byte, recv_exit), headers_done)
                 start = recv_exit
             cursor = app_called
@@ -345,9 +347,14 @@ class ScriptedConnection:
             response_done = handoff + 25 * US
             if upload_bytes and index == 0:  # the body stage, and the app after it
                 stages["body"] = (headers_done, body_done)
+                if app_called > body_done:
+                    stages["loop_queue"] = (body_done, app_called)
                 stages["app"] = (max(app_called, body_done), handoff)
             else:
+                stages["loop_queue"] = (headers_done, app_called)
                 stages["app"] = (app_called, handoff)
+            if final_send_start > handoff:
+                stages["handoff"] = (handoff, final_send_start)
             stages["send"] = (final_send_start, send_end)
             app_returned = response_done + app_after_response
             sc.add(

@@ -29,13 +29,15 @@ EVENT_LOOP = "event loop"
 SYSCALL = "syscall"
 SERVER = "server"
 APP = "app"
+GAP = "unobserved"
 CONNECTION = "connection"
 
-LAYERS: tuple[str, ...] = (KERNEL, EVENT_LOOP, SYSCALL, SERVER, APP)
+LAYERS: tuple[str, ...] = (KERNEL, EVENT_LOOP, SYSCALL, SERVER, APP, GAP)
 """The layers a request stage can belong to, from the wire up."""
 
 PROBES = "probes"  # built from kernel records (ring buffer)
 HOOKS = "hooks"  # built from the bundled server's timing hooks
+GAPS = "gaps"  # whatever lies between two observed stages (no evidence of its own)
 
 CPU_TRACK = "cpu"  # Perfetto: also drawn on the receiving CPU's track
 THREAD_TRACK = "thread"  # Perfetto: also drawn on the server thread's track
@@ -52,6 +54,7 @@ class StageDef:
     optional: bool = False  # only some requests have it (a body only with an upload)
     rx_path: bool = False  # derived from the kernel receive path of the request's first read
     track: str = ""  # CPU_TRACK, THREAD_TRACK or "" (the request track only)
+    loop_wait: bool = False  # a wait for the event loop: blamed on what held the loop
 
 
 STAGES: tuple[StageDef, ...] = (
@@ -87,6 +90,14 @@ STAGES: tuple[StageDef, ...] = (
         track=CPU_TRACK,
     ),
     StageDef(
+        "loop_busy",
+        EVENT_LOOP,
+        "data ready on the socket while the loop thread ran other work → epoll returns it",
+        PROBES,
+        optional=True,
+        loop_wait=True,
+    ),
+    StageDef(
         "wakeup",
         KERNEL,
         "sk_data_ready → the server thread's epoll wait returns",
@@ -107,6 +118,13 @@ STAGES: tuple[StageDef, ...] = (
         PROBES,
         track=THREAD_TRACK,
     ),
+    StageDef(
+        "pipeline_wait",
+        SERVER,
+        "read with an earlier request on this connection → the server starts parsing it",
+        HOOKS,
+        optional=True,
+    ),
     StageDef("parse", SERVER, "recv exit → request headers parsed", HOOKS, track=THREAD_TRACK),
     StageDef(
         "body",
@@ -115,7 +133,23 @@ STAGES: tuple[StageDef, ...] = (
         HOOKS,
         optional=True,
     ),
+    StageDef(
+        "loop_queue",
+        EVENT_LOOP,
+        "request parsed (body complete when the app waits for it) → the app's first step runs",
+        HOOKS,
+        optional=True,
+        loop_wait=True,
+    ),
     StageDef("app", APP, "ASGI app called → final response body handed to the server", HOOKS),
+    StageDef(
+        "handoff",
+        SERVER,
+        "final response handoff to the transport → the response's first send syscall",
+        HOOKS,
+        optional=True,
+        loop_wait=True,
+    ),
     StageDef(
         "send",
         SYSCALL,
@@ -123,8 +157,15 @@ STAGES: tuple[StageDef, ...] = (
         PROBES,
         track=THREAD_TRACK,
     ),
+    StageDef(
+        "unobserved",
+        GAP,
+        "between two observed stages, where no probe or hook saw anything (reason in notes)",
+        GAPS,
+        optional=True,
+    ),
 )
-"""Every stage a request can have, in timeline order."""
+"""Every stage a request can have, in timeline order (`unobserved` may stand anywhere)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,3 +191,4 @@ RX_PATH_STAGES: tuple[str, ...] = tuple(stage.name for stage in STAGES if stage.
 CPU_TRACK_STAGES: tuple[str, ...] = tuple(s.name for s in STAGES if s.track == CPU_TRACK)
 THREAD_TRACK_STAGES: tuple[str, ...] = tuple(s.name for s in STAGES if s.track == THREAD_TRACK)
 CONNECTION_STAGE_NAMES: tuple[str, ...] = tuple(stage.name for stage in CONNECTION_STAGES)
+LOOP_WAIT_STAGES: frozenset[str] = frozenset(s.name for s in STAGES if s.loop_wait)

@@ -73,6 +73,41 @@ class Stage(NamedTuple):
         return cls(name, str(layer), _integer(data, "start_ns"), _integer(data, "end_ns"))
 
 
+class Blame(NamedTuple):
+    """Who held the event loop while this request waited for it, in one of its loop-wait
+    stages (loop_busy, loop_queue, handoff; see tracer/correlate/loop_blame.py).
+
+    `holder` is the id of the request whose code ran on the loop meanwhile, 0 for work that
+    no traced request accounts for (other callbacks, garbage collection, background tasks,
+    or a request still running when this one was emitted).
+    """
+
+    stage: str
+    holder: int
+    method: str
+    path: str
+    ns: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "holder": self.holder,
+            "method": self.method,
+            "path": self.path,
+            "ns": self.ns,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Blame:
+        return cls(
+            _text(data, "stage"),
+            _integer(data, "holder"),
+            str(data.get("method", "")),
+            str(data.get("path", "")),
+            _integer(data, "ns"),
+        )
+
+
 class ConnectionFacts(NamedTuple):
     """What is known about the TCP connection a request travelled on, when it completed.
 
@@ -129,6 +164,7 @@ class _RequestTraceFields(NamedTuple):
     http_version: str
     outcome: str
     headers: tuple[tuple[str, str], ...]
+    blame: tuple[Blame, ...]
 
 
 class RequestTrace(_RequestTraceFields):
@@ -165,13 +201,14 @@ class RequestTrace(_RequestTraceFields):
         http_version: str = "",
         outcome: str = "",
         headers: tuple[tuple[str, str], ...] = (),
+        blame: tuple[Blame, ...] = (),
     ) -> RequestTrace:
         return tuple.__new__(
             cls,
             (
                 id, pid, fd, conn_id, seq, method, path, status, client, server, start_ns,
                 end_ns, complete, stages, notes, connection, {} if details is None else details,
-                tid, query, http_version, outcome, headers,
+                tid, query, http_version, outcome, headers, blame,
             ),
         )  # fmt: skip
 
@@ -186,8 +223,15 @@ class RequestTrace(_RequestTraceFields):
                 return stage
         return None
 
+    def blame_of(self, stage_name: str) -> tuple[Blame, ...]:
+        """Who held the event loop during this request's `stage_name` (longest first)."""
+        return tuple(entry for entry in self.blame if entry.stage == stage_name)
+
     def dominant_stage(self) -> Stage | None:
-        """The longest stage (the first one on ties), or None when no stage was observed."""
+        """The longest stage (the first one on ties), or None when no stage was observed.
+
+        Stages tile the request's total (gaps are `unobserved` stages), so this is the
+        largest share of the request's time."""
         best: Stage | None = None
         for stage in self.stages:
             if best is None or stage.duration_ns > best.duration_ns:
@@ -222,6 +266,8 @@ class RequestTrace(_RequestTraceFields):
         }
         if self.headers:
             out["headers"] = [[name, value] for name, value in self.headers]
+        if self.blame:
+            out["blame"] = [entry.to_json() for entry in self.blame]
         return out
 
     @classmethod
@@ -237,6 +283,9 @@ class RequestTrace(_RequestTraceFields):
         connection = data.get("connection") or {}
         details = data.get("details") or {}
         headers = data.get("headers") or []
+        blame = data.get("blame") or []
+        if not isinstance(blame, list):
+            raise ValueError("blame must be a list")
         if not isinstance(connection, dict) or not isinstance(details, dict):
             raise ValueError("connection and details must be objects")
         try:
@@ -263,6 +312,7 @@ class RequestTrace(_RequestTraceFields):
                 http_version=str(data.get("http_version", "")),
                 outcome=str(data.get("outcome", "")),
                 headers=tuple((str(name), str(value)) for name, value in headers),
+                blame=tuple(Blame.from_json(entry) for entry in blame),
             )
         except KeyError as exc:
             raise ValueError(f"a stage without {exc.args[0]}") from None
