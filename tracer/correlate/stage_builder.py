@@ -52,9 +52,10 @@ Candidates are then chained in canonical order: a stage that would start before 
 previous one ends is clipped to that end (with a note) or dropped when nothing is left, so
 stages never overlap or go backwards whatever the input. Then every stretch of the total
 that no stage covers becomes an explicit `unobserved` stage with a note saying why (the
-note of a missing stage that belongs there, when there is one): the leaves tile the total. The total runs from the first
-kernel timestamp of the request to the last send exit, falling back to hook times (with a
-note) when kernel records are missing, and always covers every stage.
+note of a missing stage that belongs there, when there is one): the leaves tile the total.
+The total runs from the first kernel timestamp of the request to the last send exit,
+falling back to hook times (with a note) when kernel records are missing, and always
+covers every stage.
 """
 
 from __future__ import annotations
