@@ -168,6 +168,14 @@ def _loop_busy(t: RequestTrace, s: Stage) -> str:
     )
 
 
+def _startup(t: RequestTrace, s: Stage) -> str:
+    return (
+        "The request arrived while the app was still starting (its lifespan startup had not "
+        "completed), so the connection waited in the kernel's accept queue for "
+        f"{format_duration(s.duration_ns)} until the server began to accept."
+    )
+
+
 def _pipeline_wait(t: RequestTrace, s: Stage) -> str:
     return (
         "This request arrived in the same read as an earlier one on this connection "
@@ -231,6 +239,14 @@ LESSONS: dict[str, Lesson] = {
         "buffer (memory pressure, small window).",
         "trim firewall rules for the service port; net.ipv4.tcp_rmem; watch drops "
         "(nstat TcpExtTCPRcvQDrop).",
+    ),
+    "startup": Lesson(
+        "the app was still starting",
+        _startup,
+        "slow lifespan startup: connecting to databases, loading models, warming caches; "
+        "traffic sent before the server is ready (no readiness check).",
+        "send traffic only once the server is ready (health checks, readiness probes); make "
+        "startup lazier or faster.",
     ),
     "loop_busy": Lesson(
         "event loop busy when the data arrived",

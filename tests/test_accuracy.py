@@ -476,3 +476,39 @@ def test_a_request_that_holds_the_loop_is_blamed_for_the_wait_of_the_others(
     # than 2 ms.
     assert lags[int(len(lags) * 0.9) - 1] <= 200 * US, lags
     assert lags[-1] <= 2 * MS, lags
+
+
+# ---- a request sent while the app is still starting --------------------------------------
+
+
+def test_a_request_sent_while_the_app_starts_waits_in_the_startup_stage(tmp_path: Path) -> None:
+    """The socket listens from the start (the tracer made it), so a request sent while the
+    app's lifespan startup (1.5 s) runs waits in the accept queue: that wait is `startup`,
+    not a wakeup, and is this request's dominant stage."""
+    port = free_port()
+    recording = tmp_path / "startup.jsonl"
+    args = ("--port", str(port), "--record", str(recording), "--no-access-log")
+    with reqtrace_run("tests.server_apps.accuracy_app:slow_start", *args) as process:
+        deadline = time.monotonic() + 60
+        while True:  # the first moment the port takes connections (the app is starting)
+            assert process.poll() is None and time.monotonic() < deadline
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                connection.connect()
+                break
+            except OSError:
+                time.sleep(0.01)
+        sent = time.monotonic_ns()
+        connection.request("GET", "/hello?i=0")
+        assert connection.getresponse().read() == b"hello\n"
+        answered = time.monotonic_ns()
+        connection.close()
+        stop(process)
+    [trace] = [t for t in load_recording(str(recording)).traces if t.query == "i=0"]
+    startup = trace.stage("startup")
+    assert startup is not None, (trace.stages, trace.notes)
+    assert trace.stage("wakeup") is None
+    assert sent <= startup.start_ns and startup.end_ns <= answered
+    assert startup.duration_ns >= 1_000 * MS  # most of the 1.5 s startup was still to come
+    assert trace.dominant_stage() == startup
+    assert sum(s.duration_ns for s in trace.stages) == trace.total_ns

@@ -24,6 +24,7 @@ from tracer.records.hooks import (
     ConnectionOpened,
     HookRecord,
     RequestTiming,
+    ServerStarted,
 )
 from tracer.server.hook_channel import (
     FRAME_LENGTH,
@@ -66,7 +67,8 @@ def test_keep_alive_connection_records() -> None:
         records = records_until_closed(server)
     after = time.monotonic_ns()
 
-    opened, timing1, timing2, closed = records
+    started, opened, timing1, timing2, closed = records
+    assert isinstance(started, ServerStarted) and started.ts_ns <= opened.ts_ns
     assert isinstance(opened, ConnectionOpened)
     assert opened.pid == os.getpid() == timing1.pid == closed.pid
     assert opened.tid == server.info.tid != 0
@@ -180,8 +182,8 @@ def test_client_gone_while_app_runs_closed_record_comes_last() -> None:
             time.sleep(0.1)
         records = records_until_closed(server)
     kinds = [type(record).__name__ for record in records]
-    assert kinds == ["ConnectionOpened", "RequestTiming", "ConnectionClosed"]
-    timing = records[1]
+    assert kinds == ["ServerStarted", "ConnectionOpened", "RequestTiming", "ConnectionClosed"]
+    timing = records[2]
     assert isinstance(timing, RequestTiming)
     assert timing.outcome == "client_disconnect"
     assert timing.status == 0  # the response was never started...
@@ -226,6 +228,7 @@ def test_plain_emit_sink_gets_dataclasses() -> None:
         connection.request()
     assert wait_for(lambda: any(isinstance(r, ConnectionClosed) for r in sink.records))
     assert [type(r).__name__ for r in sink.records] == [
+        "ServerStarted",
         "ConnectionOpened",
         "RequestTiming",
         "ConnectionClosed",
@@ -471,6 +474,7 @@ def test_in_process_server_through_the_channel() -> None:
         select.select([reader], [], [], 5)
         records.extend(reader.read())
     assert [type(r).__name__ for r in records] == [
+        "ServerStarted",
         "ConnectionOpened",
         "RequestTiming",
         "RequestTiming",
@@ -496,7 +500,8 @@ def test_serve_hook_fd_sends_records_from_the_child_process() -> None:
             records.extend(reader.read())
     finally:
         reader.close()
-    opened, timing, closed = records
+    started, opened, timing, closed = records
+    assert isinstance(started, ServerStarted) and started.pid == pid
     assert isinstance(opened, ConnectionOpened) and opened.pid == pid
     assert isinstance(timing, RequestTiming)
     assert (timing.path, timing.query, timing.status) == ("/echo", "from=child", 200)

@@ -61,3 +61,18 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await _respond(send, f"{size}\n".encode())
     else:
         await _respond(send, b"hello\n")
+
+
+async def slow_start(scope: Scope, receive: Receive, send: Send) -> None:
+    """`app`, behind a lifespan startup that takes 1.5 s (a model or pool loading)."""
+    if scope["type"] != "lifespan":
+        await app(scope, receive, send)
+        return
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await asyncio.sleep(1.5)
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -66,10 +66,12 @@ from tracer.correlate.stage_builder import RequestEvidence, build_timeline
 from tracer.model.stages import LOOP_WAIT_STAGES
 from tracer.model.trace import RequestTrace
 from tracer.records.hooks import (
+    HOOK_RECORD_TYPES,
     ConnectionClosed,
     ConnectionOpened,
     HookRecord,
     RequestTiming,
+    ServerStarted,
 )
 from tracer.records.kernel import (
     AcceptRecord,
@@ -197,6 +199,7 @@ class Correlator:
         self._out: list[RequestTrace] = []
         self._next_trace_id = 1
         self._loop = LoopHistory()  # who held each event loop, for the loop-wait stages
+        self._serving_since: dict[int, int] = {}  # server pid -> when it began to accept
         self._since_sweep = 0  # records processed since the last idle sweep
         # One handler per record type (a dict lookup: the cheapest dispatch in the hot path).
         self._handlers: dict[type, Callable[[Any, int], None]] = {
@@ -210,9 +213,10 @@ class Correlator:
             ConnectionOpened: self._on_opened,
             RequestTiming: self._on_request,
             ConnectionClosed: self._on_closed,
+            ServerStarted: self._on_started,
         }
         # Per record type: whether it is a hook record (counted apart); other types are refused.
-        hooks = (ConnectionOpened, RequestTiming, ConnectionClosed)
+        hooks = HOOK_RECORD_TYPES
         self._is_hook: dict[type, bool] = {kind: kind in hooks for kind in self._handlers}
 
     # ---- public API -------------------------------------------------------------------
@@ -440,6 +444,9 @@ class Correlator:
                 wait = self.limits.drain_timeout_ns
             self._schedule(connection, evidence, ts + wait)
 
+    def _on_started(self, record: ServerStarted, ts: int) -> None:
+        self._serving_since[record.pid] = record.ts_ns
+
     def _on_closed(self, record: ConnectionClosed, ts: int) -> None:
         connection = self._table.for_hook(record.pid, record.conn_id)
         if connection is None:
@@ -528,7 +535,9 @@ class Correlator:
         evidence.deadline_ns = EMITTED  # its deadline entries are dead (see _deadline_live)
         connection.emitted += 1
         timing = evidence.timing
-        start, end, stages, notes, details, complete = build_timeline(evidence)
+        start, end, stages, notes, details, complete = build_timeline(
+            evidence, self._serving_since.get(timing.pid, 0)
+        )
         if connection.events:
             details.update(connection.events_between(start, end))
         if self._lost_reports:

@@ -13,6 +13,9 @@ Stage definitions (from → to; the registry in tracer/model/stages.py, refined 
                 backlog packet it starts no earlier than netif_rx (a softirq already running
                 when the packet was queued did not work on it before it existed).
     ip_tcp      rx.netif_receive_ts → rx.data_ready_ts (rx.tcp_ts when data_ready unseen).
+    startup     rx.data_ready_ts → the server began to accept (ServerStarted hook), when the
+                data came while the app was still starting (lifespan): the connection sat
+                in the accept queue. loop_busy then starts there.
     loop_busy   rx.data_ready_ts → epoll_exit_ts when the loop thread entered that epoll
                 wait only after the data was ready: it was running other work, not asleep
                 (the correlator names the holders, loop_blame.py).
@@ -226,8 +229,10 @@ def _chain(candidates: list[Stage], notes: list[str]) -> list[Stage]:
     return stages
 
 
-def build_timeline(ev: RequestEvidence) -> Timeline:
-    """Stages, notes, details and completeness of one request from its evidence."""
+def build_timeline(ev: RequestEvidence, serving_since: int = 0) -> Timeline:
+    """Stages, notes, details and completeness of one request from its evidence.
+
+    `serving_since`: when the server began to accept (its ServerStarted hook), 0 unknown."""
     timing = ev.timing
     notes: list[str] = []
     details: dict[str, Detail] = {}
@@ -246,7 +251,9 @@ def build_timeline(ev: RequestEvidence) -> Timeline:
         complete = ev.unix
         notes.append(f"{KERNEL_STAGES}, recv: {_no_recv_reason(ev)}")
     else:
-        start, complete, cursor = _kernel_stages(recv, ev.prev_recv, candidates, notes, details)
+        start, complete, cursor = _kernel_stages(
+            recv, ev.prev_recv, candidates, notes, details, serving_since
+        )
         recv_enter, recv_exit = recv.enter_ts, recv.ts_ns
         if not start or recv_enter < start:
             start = recv_enter
@@ -398,6 +405,7 @@ def _kernel_stages(
     candidates: list[Stage],
     notes: list[str],
     details: dict[str, Detail],
+    serving_since: int = 0,
 ) -> tuple[int, bool, float]:
     """Add the kernel and event-loop stages of the first read. Returns the earliest kernel
     timestamp that describes the request (0 when unknown), whether the receive path was
@@ -503,9 +511,15 @@ def _kernel_stages(
     epoll_enter = recv.epoll_enter_ts
     if ready and epoll_exit >= ready and epoll_enter >= ready:
         # The loop thread entered its epoll wait only after the data was ready: it was not
-        # asleep but running other work, and epoll returned at once. The wait is the loop's.
-        candidates.append(_new(Stage, ("loop_busy", EVENT_LOOP, ready, epoll_exit)))
-        cursor = epoll_exit if cursor <= ready <= epoll_exit else DIRTY
+        # asleep but running other work, and epoll returned at once. The wait is the loop's,
+        # except while the app was still starting (the connection sat in the accept queue).
+        busy_from = ready
+        if ready < serving_since <= epoll_exit:
+            candidates.append(_new(Stage, ("startup", SERVER, ready, serving_since)))
+            cursor = serving_since if cursor <= ready else DIRTY
+            busy_from = serving_since
+        candidates.append(_new(Stage, ("loop_busy", EVENT_LOOP, busy_from, epoll_exit)))
+        cursor = epoll_exit if cursor <= busy_from <= epoll_exit else DIRTY
         notes.append(WAKEUP_BUSY)
         details["epoll_ready"] = recv.epoll_ready
     elif ready and epoll_exit >= ready:

@@ -14,7 +14,12 @@ from dataclasses import dataclass, field
 
 from tracer.correlate.correlator import Correlator, FeedRecord, timing_sort_key
 from tracer.model.trace import RequestTrace
-from tracer.records.hooks import ConnectionClosed, ConnectionOpened, RequestTiming
+from tracer.records.hooks import (
+    HOOK_RECORD_TYPES,
+    ConnectionClosed,
+    ConnectionOpened,
+    RequestTiming,
+)
 from tracer.records.kernel import (
     RT_RX_BACKLOG,
     RT_RX_DATA_READY,
@@ -459,7 +464,7 @@ def event_time(record: FeedRecord) -> int:
 
 
 def is_hook(record: FeedRecord) -> bool:
-    return isinstance(record, RequestTiming | ConnectionOpened | ConnectionClosed)
+    return isinstance(record, HOOK_RECORD_TYPES)
 
 
 def arrival_order(
@@ -485,7 +490,7 @@ def arrival_order(
 
 def with_cpu(record: FeedRecord, cpu: int) -> FeedRecord:
     """The same kernel record as if a different CPU had emitted it."""
-    if isinstance(record, ConnectionOpened | RequestTiming | ConnectionClosed):
+    if isinstance(record, HOOK_RECORD_TYPES):
         return record
     return record._replace(cpu=cpu)
 

@@ -90,6 +90,13 @@ STAGES: tuple[StageDef, ...] = (
         track=CPU_TRACK,
     ),
     StageDef(
+        "startup",
+        SERVER,
+        "data ready while the app was still starting (lifespan) → the server began to accept",
+        HOOKS,
+        optional=True,
+    ),
+    StageDef(
         "loop_busy",
         EVENT_LOOP,
         "data ready on the socket while the loop thread ran other work → epoll returns it",

@@ -30,7 +30,13 @@ from tracer.correlate.correlator import Correlator, CorrelatorStats, FeedRecord
 from tracer.model.trace import RequestTrace
 from tracer.recording.writer import open_private, redact_headers
 from tracer.records import kernel as records
-from tracer.records.hooks import ConnectionClosed, ConnectionOpened, RequestTiming
+from tracer.records.hooks import (
+    HOOK_RECORD_TYPES,
+    ConnectionClosed,
+    ConnectionOpened,
+    RequestTiming,
+    ServerStarted,
+)
 
 RAW_SCHEMA = "reqtrace.raw/1"
 
@@ -38,6 +44,7 @@ HOOK_KINDS: dict[type, str] = {
     ConnectionOpened: "hook_connection_opened",
     RequestTiming: "hook_request",
     ConnectionClosed: "hook_connection_closed",
+    ServerStarted: "hook_server_started",
 }
 HOOK_CLASSES = {kind: cls for cls, kind in HOOK_KINDS.items()}
 
@@ -69,7 +76,7 @@ def entry_to_json(entry: RawEntry, *, redact: bool = True) -> dict[str, Any]:
         return {"kind": "tick", "ts_ns": entry.ts_ns}
     if isinstance(entry, LostRecords):
         return {"kind": "lost", "count": entry.count}
-    if isinstance(entry, ConnectionOpened | RequestTiming | ConnectionClosed):
+    if isinstance(entry, HOOK_RECORD_TYPES):
         out: dict[str, Any] = {"kind": HOOK_KINDS[type(entry)]}
         out.update(entry._asdict())
         if redact and isinstance(entry, RequestTiming) and entry.headers:

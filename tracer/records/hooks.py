@@ -71,4 +71,16 @@ class ConnectionClosed(NamedTuple):
     ts_ns: int
 
 
-HookRecord = ConnectionOpened | RequestTiming | ConnectionClosed
+class ServerStarted(NamedTuple):
+    """The server began serving: the app's lifespan startup completed and it accepts.
+
+    Connections that arrived earlier waited in the accept queue while the app started:
+    their first request's wait until `ts_ns` is the `startup` stage."""
+
+    pid: int
+    tid: int
+    ts_ns: int
+
+
+HookRecord = ConnectionOpened | RequestTiming | ConnectionClosed | ServerStarted
+HOOK_RECORD_TYPES = (ConnectionOpened, RequestTiming, ConnectionClosed, ServerStarted)

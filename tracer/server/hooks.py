@@ -13,6 +13,7 @@ Wire forms:
 
     ("open", *ConnectionOpened fields)     in the field order of hook_record.py
     ("close", *ConnectionClosed fields)
+    ("started", pid, tid, ts_ns)           once: lifespan startup done, the server accepts
     ("request", (pid, tid, fd, conn_id), seq, method, target, http_version, status,
                 [first_byte_ns, headers_done_ns, body_done_ns, app_called_ns,
                  response_start_ns, app_returned_ns, response_done_ns],
@@ -39,6 +40,7 @@ from tracer.records.hooks import (
     ConnectionOpened,
     HookRecord,
     RequestTiming,
+    ServerStarted,
 )
 
 WireRecord = tuple[object, ...]
@@ -47,12 +49,17 @@ WireRecord = tuple[object, ...]
 KIND_CONNECTION_OPENED = "open"
 KIND_REQUEST_TIMING = "request"
 KIND_CONNECTION_CLOSED = "close"
+KIND_SERVER_STARTED = "started"
 
-RECORD_CLASSES: dict[str, type[ConnectionOpened] | type[RequestTiming] | type[ConnectionClosed]]
+RECORD_CLASSES: dict[
+    str,
+    type[ConnectionOpened] | type[RequestTiming] | type[ConnectionClosed] | type[ServerStarted],
+]
 RECORD_CLASSES = {
     KIND_CONNECTION_OPENED: ConnectionOpened,
     KIND_REQUEST_TIMING: RequestTiming,
     KIND_CONNECTION_CLOSED: ConnectionClosed,
+    KIND_SERVER_STARTED: ServerStarted,
 }
 KIND_OF_CLASS = {cls: kind for kind, cls in RECORD_CLASSES.items()}
 FIELD_NAMES = {kind: cls._fields for kind, cls in RECORD_CLASSES.items()}

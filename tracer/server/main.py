@@ -33,7 +33,7 @@ from typing import Any
 
 from tracer.server.app_loading import AppLoadError, load_app
 from tracer.server.config import Config
-from tracer.server.hooks import HookSink, wire_emitter
+from tracer.server.hooks import KIND_SERVER_STARTED, HookSink, wire_emitter
 from tracer.server.lifespan import STARTUP_FAILURE_EXIT_CODE, Lifespan
 from tracer.server.log_setup import configure_logging
 from tracer.server.protocol import HttpProtocol
@@ -191,6 +191,8 @@ class Server:
                 logger.error("Could not listen: %s", exc)
                 await lifespan.shutdown(config.timeout_graceful_shutdown)
                 return 1
+            if emit is not None:  # connections queued while the app started wait until now
+                emit((KIND_SERVER_STARTED, state.pid, state.tid, time.monotonic_ns()))
             self.info = ServerInfo(
                 pid=state.pid, tid=state.tid, loop=loop_name, listeners=_listeners(servers)
             )
