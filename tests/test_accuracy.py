@@ -41,6 +41,7 @@ import pytest
 from tracer.lab import Impairment, Lab, LabInfo
 from tracer.model.trace import RequestTrace
 from tracer.recording.reader import load_recording
+from tracer.recording.report import build_report
 
 from .helpers import ROOT
 from .run_fixtures import free_port, reqtrace_run, stop, wait_listening
@@ -476,6 +477,13 @@ def test_a_request_that_holds_the_loop_is_blamed_for_the_wait_of_the_others(
     # than 2 ms.
     assert lags[int(len(lags) * 0.9) - 1] <= 200 * US, lags
     assert lags[-1] <= 2 * MS, lags
+    # The report says the same per route: /hello waited for the loop, /burn held it.
+    report = build_report(loaded, by="path")
+    assert report["loop_holders"][0]["holder"] == "GET /burn"
+    assert report["loop_holders"][0]["waits"] >= len(waited)
+    hello = report["groups"]["/hello"]["stages"]
+    assert hello["loop_busy"]["max_us"] >= (burn_ms - 1) * 1000
+    assert report["groups"]["/burn"]["requests"] == len(burns)
 
 
 # ---- a request sent while the app is still starting --------------------------------------

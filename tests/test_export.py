@@ -164,3 +164,41 @@ def test_export_errors_are_one_line(
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "out.json").exists()
+
+
+def test_a_request_that_held_the_loop_points_at_the_requests_that_waited(tmp_path: Path) -> None:
+    """Loop blame becomes a flow arrow: from the holder's track into the waiting stage."""
+    from tracer.model.trace import Blame, RequestTrace, Stage
+
+    def trace(trace_id: int, path: str, stages: tuple[Stage, ...], **more: Any) -> RequestTrace:
+        start, end = stages[0].start_ns, stages[-1].end_ns
+        return RequestTrace(
+            trace_id, 100, 9, trace_id, 1, "GET", path, 200, ("127.0.0.1", 5000 + trace_id),
+            ("127.0.0.1", 8000), start, end, True, stages, tid=101, **more,
+        )  # fmt: skip
+
+    burn = trace(1, "/burn", (Stage("app", "app", 1_000_000, 6_000_000),))
+    wait = Stage("loop_busy", "event loop", 2_000_000, 6_050_000)
+    waiter = trace(
+        2,
+        "/hello",
+        (wait, Stage("recv", "syscall", 6_050_000, 6_060_000)),
+        blame=(
+            Blame("loop_busy", 1, "GET", "/burn", 4_000_000),
+            Blame("loop_busy", 0, "", "", 50_000),
+        ),
+    )
+    recording, out = tmp_path / "held.jsonl", tmp_path / "held.perfetto.json"
+    with Recorder(str(recording), HEADER) as recorder:
+        recorder.write(burn)
+        recorder.write(waiter)
+        recorder.close({})
+
+    assert run_export(str(recording), "perfetto", str(out)) == 0
+
+    document = json.loads(out.read_text())
+    validate_trace_events(document)
+    arrows = [e for e in document["traceEvents"] if e.get("name") == "held the loop"]
+    assert [(e["ph"], e["tid"]) for e in arrows] == [("s", 1), ("f", 2)]
+    stage = next(e for e in document["traceEvents"] if e.get("name") == "loop_busy")
+    assert stage["args"]["loop_held_by"] == ["GET /burn (#1) 4000.0 µs", "other 50.0 µs"]

@@ -145,3 +145,62 @@ def test_round_trip_from_correlator_to_report(tmp_path: Path) -> None:
     assert report["stages"]["backlog"]["count"] == 10
     assert report["stages"]["recv"]["count"] == 20
     assert report["total"]["p50_us"] == 133.0
+
+
+def _mixed_routes_recording(tmp_path: Path) -> Path:
+    """/fast (40 µs in the app), /users/N (2 ms) and /slow (20 ms), interleaved."""
+    scenario = Scenario()
+    connection = scenario.connect(1_000 * MS, 50_000, fd=7)
+    plan = [("/fast", 40_000), ("/users/17", 2 * MS), ("/slow", 20 * MS), ("/users/42", 2 * MS)]
+    at = 1_001 * MS
+    for i in range(40):
+        path, app_time = plan[i % len(plan)]
+        connection.request(at, path=path, app_time=app_time)
+        at += app_time + 3 * MS
+    correlator = Correlator()
+    out = tmp_path / "mixed.jsonl"
+    with Recorder(str(out), HEADER) as recorder:
+        for record in arrival_order(scenario.records):
+            for trace in correlator.feed(record):
+                recorder.write(trace)
+        for trace in correlator.flush():
+            recorder.write(trace)
+        recorder.close({"recv": 0})
+    return out
+
+
+def test_report_by_path_gives_each_route_its_own_percentiles(tmp_path: Path) -> None:
+    recording = load_recording(str(_mixed_routes_recording(tmp_path)))
+
+    by_path = build_report(recording, by="path")["groups"]
+    assert set(by_path) == {"/fast", "/users/17", "/slow", "/users/42"}
+    assert by_path["/slow"]["requests"] == 10
+    assert by_path["/slow"]["stages"]["app"]["p50_us"] == 20_000.0
+    assert by_path["/fast"]["stages"]["app"]["p99_us"] == 40.0
+    by_route = build_report(recording, by="route")["groups"]
+    assert by_route["/users/{id}"]["requests"] == 20
+    assert by_route["/users/{id}"]["stages"]["app"]["max_us"] == 2_000.0
+    by_status = build_report(recording, by="status")["groups"]
+    assert list(by_status) == ["200"] and by_status["200"]["requests"] == 40
+
+
+def test_report_filters_by_path_glob_and_duration(tmp_path: Path) -> None:
+    recording = load_recording(str(_mixed_routes_recording(tmp_path)))
+
+    users = build_report(recording, path="/users/*")
+    assert users["requests"] == 20 and users["recorded_requests"] == 40
+    slow = build_report(recording, slower_than_ms=10)
+    assert slow["requests"] == 10 and set(slow["stages"]["app"]) >= {"p50_us"}
+    assert slow["filters"] == {"path": None, "slower_than_ms": 10, "by": None}
+
+
+def test_report_cli_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tracer.cli import main
+
+    path = _mixed_routes_recording(tmp_path)
+    assert main(["report", str(path), "--json", "--by", "route", "--slower-than", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["groups"]) == {"/users/{id}", "/slow"}
+    assert main(["report", str(path), "--by", "path", "--path", "/slow"]) == 0
+    text = capsys.readouterr().out
+    assert "path /slow: 10 requests" in text and "/fast" not in text

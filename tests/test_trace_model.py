@@ -155,3 +155,17 @@ def test_a_line_without_required_keys_names_them() -> None:
     del line["status"], line["stages"]
     with pytest.raises(ValueError, match="request without status, stages"):
         RequestTrace.from_json(line)
+
+
+def test_loop_blame_survives_the_json_round_trip() -> None:
+    from tracer.model.trace import Blame
+
+    blame = (Blame("loop_queue", 812, "GET", "/cpu", 9_800_000), Blame("loop_queue", 0, "", "", 5))
+    trace = sample_trace(blame=blame)
+    line = trace.to_json()
+    assert line["blame"][0] == {
+        "stage": "loop_queue", "holder": 812, "method": "GET", "path": "/cpu", "ns": 9_800_000
+    }  # fmt: skip
+    again = RequestTrace.from_json(line)
+    assert again.blame == blame and again.blame_of("loop_queue") == blame
+    assert "blame" not in sample_trace().to_json()  # only when there is some

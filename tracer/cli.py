@@ -88,6 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="per-stage breakdown of a recording")
     report.add_argument("file")
     report.add_argument("--json", action="store_true", help="machine-readable output")
+    report.add_argument(
+        "--by",
+        choices=["path", "route", "status"],
+        help="also break the stages down per path, route (ids as {id}) or status",
+    )
+    report.add_argument("--path", metavar="GLOB", help="only requests whose path matches")
+    report.add_argument(
+        "--slower-than", type=float, metavar="MS", help="only requests slower than MS ms"
+    )
 
     export = commands.add_parser("export", help="convert a recording (Perfetto, plain JSON)")
     export.add_argument("file")

@@ -12,14 +12,20 @@ from tracer.recording.reader import RecordingError, load_recording
 from tracer.recording.report import build_report, render_report
 
 
-def run_report(path: str, as_json: bool) -> int:
+def run_report(
+    path: str,
+    as_json: bool,
+    by: str | None = None,
+    path_glob: str | None = None,
+    slower_than_ms: float | None = None,
+) -> int:
     """The `reqtrace report` command; returns the exit code."""
     try:
         recording = load_recording(path)
     except RecordingError as exc:
         print(f"reqtrace report: {exc}", file=sys.stderr)
         return 1
-    report = build_report(recording)
+    report = build_report(recording, by, path_glob, slower_than_ms)
     if as_json:
         json.dump(report, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -31,4 +37,4 @@ def run_report(path: str, as_json: bool) -> int:
 
 
 def report_command(args: argparse.Namespace) -> int:
-    return run_report(args.file, args.json)
+    return run_report(args.file, args.json, args.by, args.path, args.slower_than)

@@ -94,6 +94,7 @@ def perfetto_trace(recording: Recording) -> dict[str, Any]:
             events.append(_slice(pid, tid, start, end, name, category, args))
     for flow_id, hops in flows:
         events.extend(_flow(flow_id, hops, kept))
+    events.extend(_blame_flows(recording.traces))
 
     return {
         "traceEvents": events,
@@ -123,7 +124,15 @@ def _request_track(trace: RequestTrace, tracks: dict[tuple[int, int], list[Slice
     slices = tracks.setdefault((REQUESTS_PID, tid), [])
     slices.append((trace.start_ns, trace.end_ns, label, "request", args))
     for stage in trace.stages:
-        stage_args = {"duration_us": _us(stage.duration_ns)}
+        stage_args: dict[str, Any] = {"duration_us": _us(stage.duration_ns)}
+        held = [
+            f"{b.method} {b.path} (#{b.holder}) {_us(b.ns)} µs"
+            if b.holder
+            else f"other {_us(b.ns)} µs"
+            for b in trace.blame_of(stage.name)
+        ]
+        if held:
+            stage_args["loop_held_by"] = held
         slices.append((stage.start_ns, stage.end_ns, stage.name, stage.layer, stage_args))
     return [
         _meta("thread_name", REQUESTS_PID, tid, label),
@@ -170,6 +179,43 @@ def _flow(flow_id: int, hops: list[tuple[int, int, Stage]], kept: set[Any]) -> l
             "bp": "e",
         }
         out.append(event)
+    return out
+
+
+BLAME_FLOW_BASE = 1 << 40  # flow ids of "held the loop" arrows, apart from request ids
+
+
+def _blame_flows(traces: list[RequestTrace]) -> list[Event]:
+    """An arrow from each request that held the event loop to every request that waited
+    for it (into the waiting stage: loop_busy, loop_queue, handoff)."""
+    spans = {trace.id: (trace.start_ns, trace.end_ns) for trace in traces}
+    out: list[Event] = []
+    serial = 0
+    for trace in traces:
+        for entry in trace.blame:
+            holder = spans.get(entry.holder) if entry.holder else None
+            wait = trace.stage(entry.stage)
+            if holder is None or wait is None or wait.duration_ns <= 0:
+                continue
+            low, high = max(holder[0], wait.start_ns), min(holder[1], wait.end_ns)
+            if low >= high:
+                continue  # the holder's span does not meet the wait: nothing to point at
+            at = low  # inside both the holder's request and the wait
+            serial += 1
+            common = {"name": "held the loop", "cat": "loop", "id": BLAME_FLOW_BASE + serial}
+            out.append(
+                {**common, "ph": "s", "ts": _us(at), "pid": REQUESTS_PID, "tid": entry.holder}
+            )
+            out.append(
+                {
+                    **common,
+                    "ph": "f",
+                    "bp": "e",
+                    "ts": _us(max(at, wait.start_ns + wait.duration_ns // 2)),
+                    "pid": REQUESTS_PID,
+                    "tid": trace.id,
+                }
+            )
     return out
 
 
