@@ -6,36 +6,42 @@ wait is to blame, and the server's timing hooks say when each request's code ran
 stamp of a RequestTiming (headers parsed, app called, response started, each write, app
 returned, ...) is a moment the loop was running that request.
 
-Rule: between two consecutive stamps (in time, over every request of the loop's thread)
-that belong to the SAME request, the loop was running that request's code: nothing else
-left a stamp in between, and had the loop been idle the waiting request would not have
-waited. Between stamps of two different requests the holder is unknown ("other work":
-callbacks without hooks, garbage collection, background tasks, or a request that had not
-finished, so was not known yet, when the waiting one was emitted). A request never holds
-the loop against itself: its own stretches are loop overhead, counted as other work.
+Rule: between two consecutive stamps (in time, over the requests considered and the waiting
+one) that belong to the SAME request, the loop was running that request's code: nothing
+else left a stamp in between, and had the loop been idle the waiting request would not have
+waited. A request that awaited something in between (a sleep, a database) has the waiting
+request's own stamps inside that stretch, so it is not blamed for it. Everything else is
+"other work": many short requests (under load the loop serves a batch of them before
+coming back to epoll, and none of them holds it for long), callbacks without hooks,
+garbage collection, background tasks, or a request still running when the waiting one was
+emitted.
 
-Cost: only waits of at least `min_wait_ns` are examined (shorter ones are one loop
-iteration), stamps live in 1 ms buckets per thread, and old buckets are dropped, so the
-work per blamed request is proportional to the stamps around its wait, and memory to the
-recent past.
+Only requests that could hold the loop for a wait's length are candidates: those whose app
+ran at least `min_wait_ns` between two of its own stamps (`longest_app_step`; a request
+that never did cannot hold the loop that long on its own). Under load every request waits
+but none of them is such a candidate, so blaming costs a few stamps per waiting request;
+a slow handler is named whenever it held the loop.
+
+Cost: one comparison per request added (long ones are kept, bounded per thread); only waits
+of at least `min_wait_ns` are examined, against the long requests whose span meets them.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict, deque
-from collections.abc import Callable
+from collections import deque
 from itertools import pairwise
 
 from tracer.model.trace import Blame, Stage
 from tracer.records.hooks import RequestTiming
 
-BUCKET_NS = 1_000_000
-HORIZON_NS = 5_000_000_000  # how far back a holder's stamps are kept
-MAX_LOOKBACK_BUCKETS = 2_000  # how far back (and ahead) a wait's bracketing stamps are searched
 MIN_WAIT_NS = 200_000
 MAX_HOLDERS = 3  # holders named per wait; the rest joins "other work"
+HISTORY = 1_024  # recent long requests kept per thread
+SLACK_NS = 20_000_000  # requests are remembered in completion order, give or take this
+MAX_CANDIDATES = 64
 
 Holder = tuple[int, str, str]  # trace id, method, path
+Recent = tuple[int, int, Holder, RequestTiming]  # first stamp, last stamp, holder, timing
 ThreadKey = tuple[int, int]  # pid, tid
 
 
@@ -54,98 +60,95 @@ def stamps_of(timing: RequestTiming) -> list[int]:
     return sorted(ts for ts in found if ts)
 
 
-class _ThreadStamps:
-    __slots__ = ("buckets", "order")
+def _span(timing: RequestTiming) -> tuple[int, int]:
+    first = timing.first_byte_ns or timing.headers_done_ns or timing.app_called_ns
+    last = max(timing.app_returned_ns, timing.response_done_ns, timing.headers_done_ns)
+    if timing.chunks:
+        last = max(last, timing.chunks[-1][0])
+    return first, last
 
-    def __init__(self) -> None:
-        self.buckets: dict[int, list[tuple[int, Holder]]] = defaultdict(list)
-        self.order: deque[int] = deque()  # bucket numbers in the order they were created
 
-    def add(self, stamps: list[int], holder: Holder) -> None:
-        buckets = self.buckets
-        for ts in stamps:
-            number = ts // BUCKET_NS
-            bucket = buckets.get(number)
-            if bucket is None:
-                bucket = buckets[number] = []
-                self.order.append(number)
-            bucket.append((ts, holder))
-
-    def forget_before(self, ts: int) -> None:
-        limit = ts // BUCKET_NS
-        order, buckets = self.order, self.buckets
-        while order and (order[0] < limit or len(order) > 2 * HORIZON_NS // BUCKET_NS):
-            buckets.pop(order.popleft(), None)
-
-    def around(self, start: int, end: int) -> list[tuple[int, Holder]]:
-        """The stamps in [start, end], plus the last one before and the first one after."""
-        buckets = self.buckets
-        first, last = start // BUCKET_NS, end // BUCKET_NS
-        inside = [
-            s for n in range(first, last + 1) for s in buckets.get(n, ()) if start <= s[0] <= end
-        ]
-        before = self._nearest(first, lambda ts: ts < start, -1)
-        after = self._nearest(last, lambda ts: ts > end, 1)
-        out = sorted(inside)
-        if before is not None:
-            out.insert(0, before)
-        if after is not None:
-            out.append(after)
-        return out
-
-    def _nearest(
-        self, number: int, fits: Callable[[int], bool], step: int
-    ) -> tuple[int, Holder] | None:
-        buckets = self.buckets
-        for _ in range(MAX_LOOKBACK_BUCKETS):
-            bucket = buckets.get(number)
-            if bucket:
-                chosen = [s for s in bucket if fits(s[0])]
-                if chosen:
-                    return max(chosen) if step < 0 else min(chosen)
-            number += step
-        return None
+def longest_app_step(timing: RequestTiming) -> int:
+    """The longest stretch between two consecutive stamps of the app's run (app called,
+    response start, each write, app returned): the longest the app can have held the loop
+    at a stretch. Waiting to be scheduled (headers → app called) does not count."""
+    stamps = [timing.app_called_ns, timing.response_start_ns, timing.app_returned_ns]
+    stamps += [ts for ts, _ in timing.chunks]
+    stamps = sorted(ts for ts in stamps if ts)
+    return max((b - a for a, b in pairwise(stamps)), default=0)
 
 
 class LoopHistory:
-    """Recent requests' hook stamps per event-loop thread, and the blame they imply."""
+    """Recent requests per event-loop thread, and the blame their stamps imply."""
 
     def __init__(self, min_wait_ns: int = MIN_WAIT_NS) -> None:
         self.min_wait_ns = min_wait_ns
-        self._threads: dict[ThreadKey, _ThreadStamps] = {}
-        self._latest = 0
+        self._threads: dict[ThreadKey, deque[Recent]] = {}
 
     def add(self, trace_id: int, timing: RequestTiming) -> None:
-        """Remember when this request's code ran on its loop."""
-        stamps = stamps_of(timing)
-        if not stamps:
-            return
+        """Remember this request (emitted just now) if it could hold its loop for long."""
         key = (timing.pid, timing.tid)
-        thread = self._threads.get(key)
-        if thread is None:
-            thread = self._threads[key] = _ThreadStamps()
-        thread.add(stamps, (trace_id, timing.method, timing.path))
-        if stamps[-1] > self._latest + BUCKET_NS * 100:
-            self._latest = stamps[-1]
-            for other in self._threads.values():
-                other.forget_before(self._latest - HORIZON_NS)
+        recent = self._threads.get(key)
+        if recent is None:
+            recent = self._threads[key] = deque(maxlen=HISTORY)
+        first, last = _span(timing)
+        if (
+            first
+            and last - first >= self.min_wait_ns
+            and longest_app_step(timing) >= self.min_wait_ns
+        ):
+            recent.append((first, last, (trace_id, timing.method, timing.path), timing))
 
     def blame(
         self, trace_id: int, timing: RequestTiming, stages: tuple[Stage, ...], waits: frozenset[str]
     ) -> tuple[Blame, ...]:
         """Who held the loop during each loop-wait stage of a request (call before `add`)."""
-        thread = self._threads.get((timing.pid, timing.tid))
         out: list[Blame] = []
-        own = stamps_of(timing)
+        minimum = self.min_wait_ns
         for stage in stages:
-            if stage.name not in waits or stage.end_ns - stage.start_ns < self.min_wait_ns:
+            if stage.name not in waits or stage.end_ns - stage.start_ns < minimum:
                 continue
             start, end = stage.start_ns, stage.end_ns
-            stamps = thread.around(start, end) if thread is not None else []
+            candidates = self._candidates(timing, start, end)
+            if not candidates:  # no request could have held the loop that long: other work
+                out.append(Blame(stage.name, 0, "", "", end - start))
+                continue
             me: Holder = (trace_id, timing.method, timing.path)
-            stamps += [(ts, me) for ts in own if start <= ts <= end]
-            out += _shares(stage.name, start, end, sorted(stamps), trace_id)
+            stamps = [(ts, me) for ts in stamps_of(timing)]
+            for holder, other in candidates:
+                stamps += [(ts, holder) for ts in stamps_of(other)]
+            stamps.sort()
+            out += _shares(stage.name, start, end, _around(stamps, start, end), trace_id)
         return tuple(out)
+
+    def _candidates(
+        self, timing: RequestTiming, start: int, end: int
+    ) -> list[tuple[Holder, RequestTiming]]:
+        """Recent requests of the same thread whose span comes near [start, end]: the ones
+        that ran during the wait, and the ones that ran last before it or first after it."""
+        recent = self._threads.get((timing.pid, timing.tid))
+        if not recent:
+            return []
+        margin = end - start
+        low, high = start - margin, end + margin
+        found: list[tuple[Holder, RequestTiming]] = []
+        for first, last, holder, other in reversed(recent):
+            if last < low - SLACK_NS or len(found) >= MAX_CANDIDATES:
+                break
+            if last >= low and first <= high:
+                found.append((holder, other))
+        return found
+
+
+def _around(stamps: list[tuple[int, Holder]], start: int, end: int) -> list[tuple[int, Holder]]:
+    """The stamps in [start, end] with the last one before and the first one after."""
+    low = 0
+    while low < len(stamps) and stamps[low][0] < start:
+        low += 1
+    high = low
+    while high < len(stamps) and stamps[high][0] <= end:
+        high += 1
+    return stamps[max(0, low - 1) : high + 1]
 
 
 def _shares(

@@ -78,8 +78,9 @@ class Blame(NamedTuple):
     stages (loop_busy, loop_queue, handoff; see tracer/correlate/loop_blame.py).
 
     `holder` is the id of the request whose code ran on the loop meanwhile, 0 for work that
-    no traced request accounts for (other callbacks, garbage collection, background tasks,
-    or a request still running when this one was emitted).
+    no single traced request held the loop for (a batch of short requests under load, other
+    callbacks, garbage collection, background tasks, or a request still running when this
+    one was emitted).
     """
 
     stage: str
