@@ -30,7 +30,6 @@ from __future__ import annotations
 
 from bisect import bisect_right, insort
 from collections.abc import Sequence
-from math import inf
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -39,6 +38,8 @@ _NOTHING: tuple[()] = ()  # the empty result, shared
 
 MIN_COMPACTION = 1024  # released entries cut off the front of `sorted` in one go, at least
 INSERT_RATIO = 8  # merge by insertion when the overlapped stretch is this many times longer
+
+NEVER = 1 << 63  # later than any CLOCK_MONOTONIC timestamp (an int, unlike math.inf)
 
 
 class ReorderBuffer(Generic[T]):
@@ -66,9 +67,9 @@ class ReorderBuffer(Generic[T]):
         self.max_items = max_items
         self._sorted: list[Entry[T]] = []  # in order; [:_head] already released
         self._head = 0
-        self._next: float = inf  # timestamp of the next entry of `sorted` (inf: none)
+        self._next: int = NEVER  # timestamp of the next entry of `sorted` (NEVER: none)
         self._fresh: list[Entry[T]] = []  # pushed since the last merge, in arrival order
-        self._fresh_min: float = inf  # their oldest timestamp (inf: none)
+        self._fresh_min: int = NEVER  # their oldest timestamp (NEVER: none)
         self._room = max_items  # how many `fresh` may hold before the buffer is full
         self._arrivals = 0
         self._max_seen = 0
@@ -134,7 +135,7 @@ class ReorderBuffer(Generic[T]):
             size -= cut
             cut = 0
         self._head = cut
-        self._next = entries[cut][0] if cut < size else inf
+        self._next = entries[cut][0] if cut < size else NEVER
         self._room = self.max_items - (size - cut)
         return out
 
@@ -145,7 +146,7 @@ class ReorderBuffer(Generic[T]):
         out = self._sorted[self._head :]
         self._sorted.clear()
         self._head = 0
-        self._next = inf
+        self._next = NEVER
         self._room = self.max_items
         return out
 
@@ -153,7 +154,7 @@ class ReorderBuffer(Generic[T]):
         """Move every item of `fresh` into `sorted` (see the module docstring)."""
         batch = self._fresh
         self._fresh = []
-        self._fresh_min = inf
+        self._fresh_min = NEVER
         batch.sort()  # arrival numbers never tie: items themselves are never compared
         entries, head = self._sorted, self._head
         if head < len(entries) and batch[0] < entries[-1]:

@@ -63,8 +63,6 @@ covers every stage.
 
 from __future__ import annotations
 
-import math
-
 from tracer.model.stages import (
     APP,
     EVENT_LOOP,
@@ -91,7 +89,7 @@ _new = tuple.__new__  # builds a Stage from its fields in order (no keyword hand
 # candidate while they form a clean chain, DIRTY once one did not (then it stays DIRTY,
 # since no timestamp is >= it), so a candidate (start, end) keeps the chain clean exactly
 # when `cursor <= start <= end`.
-DIRTY = math.inf
+DIRTY = 1 << 63  # later than any timestamp: an int, so the chain check stays in ints
 # Longest a segment can spend from netif_receive_skb to TCP inside one NET_RX softirq run:
 # net_rx_action stops after netdev_budget_usecs (2 ms by default); 10 ms leaves room for
 # hardirqs and a raised budget. Longer means the times describe another packet.
@@ -239,7 +237,7 @@ def build_timeline(ev: RequestEvidence, serving_since: int = 0) -> Timeline:
     candidates: list[Stage] = []  # candidates, in canonical order
     complete = True
     start = 0  # the first kernel timestamp of the request
-    cursor: float = 0  # the chain check (see DIRTY)
+    cursor = 0  # the chain check (see DIRTY)
     recv = ev.first_recv
 
     if ev.pipelined_with:
@@ -406,7 +404,7 @@ def _kernel_stages(
     notes: list[str],
     details: dict[str, Detail],
     serving_since: int = 0,
-) -> tuple[int, bool, float]:
+) -> tuple[int, bool, int]:
     """Add the kernel and event-loop stages of the first read. Returns the earliest kernel
     timestamp that describes the request (0 when unknown), whether the receive path was
     observed whole, and the chain check's cursor (see DIRTY)."""
@@ -428,7 +426,7 @@ def _kernel_stages(
     ready = ready_ts if ready_ts <= exit_ts else 0
     tcp_end = ready or tcp  # when the segment was queued on the socket
     earliest = tcp or ready
-    cursor: float = 0
+    cursor = 0
 
     # Whether the NIC/softirq times joined to this segment belong to another packet. They
     # are joined in BPF by skb address, and an address reused for another packet can
@@ -570,11 +568,11 @@ def _recv_details(recvs: list[RecvRecord], headers_done: int, details: dict[str,
 def _send_stage(
     ev: RequestEvidence,
     handoff: int,
-    cursor: float,
+    cursor: int,
     candidates: list[Stage],
     notes: list[str],
     details: dict[str, Detail],
-) -> tuple[bool, int, float]:
+) -> tuple[bool, int, int]:
     """Add the send stage and the send details. Returns whether every response byte was
     seen in send records, the last exit of the request's sends (0 without any) and the
     chain check's cursor (see DIRTY)."""
