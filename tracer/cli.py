@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "show": "tracer.commands.show:show_command",
     "report": "tracer.commands.report:report_command",
     "export": "tracer.commands.export:export_command",
+    "diff": "tracer.commands.diff:diff_command",
     "doctor": "tracer.commands.doctor:doctor_command",
     "lab": "tracer.lab.cli:run_lab",
 }
@@ -51,6 +52,28 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-redact",
         action="store_true",
         help="keep Authorization/Cookie values in recordings (redacted by default)",
+    )
+    otlp = parser.add_argument_group("OpenTelemetry export (needs reqtrace[otlp])")
+    otlp.add_argument(
+        "--otlp-endpoint",
+        metavar="URL",
+        help="also send every request as spans over OTLP/HTTP, e.g."
+        " http://collector:4318/v1/traces (never blocks tracing: drops are counted)",
+    )
+    _add_otlp_resource_arguments(otlp)
+
+
+def _add_otlp_resource_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--otlp-service-name",
+        metavar="NAME",
+        help="service.name of the spans (default: $OTEL_SERVICE_NAME, else reqtrace)",
+    )
+    group.add_argument(
+        "--otlp-resource",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a resource attribute of the spans (repeatable), e.g. deployment.environment=staging",
     )
 
 
@@ -98,10 +121,55 @@ def build_parser() -> argparse.ArgumentParser:
         "--slower-than", type=float, metavar="MS", help="only requests slower than MS ms"
     )
 
-    export = commands.add_parser("export", help="convert a recording (Perfetto, plain JSON)")
+    export = commands.add_parser(
+        "export", help="convert a recording (Perfetto, plain JSON, OpenTelemetry OTLP)"
+    )
     export.add_argument("file")
-    export.add_argument("--format", choices=["perfetto", "json"], required=True)
-    export.add_argument("-o", "--output", required=True, metavar="OUT", help="'-' for stdout")
+    export.add_argument("--format", choices=["perfetto", "json", "otlp"], required=True)
+    export.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT",
+        help="'-' for stdout; otlp: protobuf, or OTLP/JSON when OUT ends in .json",
+    )
+    _add_otlp_resource_arguments(export.add_argument_group("otlp"))
+
+    diff = commands.add_parser(
+        "diff", help="which stages moved between two recordings, and whether beyond noise"
+    )
+    diff.add_argument("a", metavar="A", help="the recording before (baseline)")
+    diff.add_argument("b", metavar="B", help="the recording after")
+    diff.add_argument(
+        "--by", choices=["path", "route", "status"], help="also compare per path, route or status"
+    )
+    diff.add_argument("--path", metavar="GLOB", help="only requests whose path matches")
+    diff.add_argument("--json", action="store_true", help="machine-readable output")
+    diff.add_argument(
+        "--alpha",
+        type=float,
+        default=0.01,
+        help="significance level of the Mann-Whitney U tests, Holm-corrected (default 0.01)",
+    )
+    diff.add_argument(
+        "--min-change",
+        type=float,
+        default=10.0,
+        metavar="PCT",
+        help="smallest relative change of the median that counts as a move (default 10%%)",
+    )
+    diff.add_argument(
+        "--min-us",
+        type=float,
+        default=20.0,
+        metavar="US",
+        help="smallest change of the median in µs that counts as a move (default 20)",
+    )
+    diff.add_argument(
+        "--exit-code",
+        action="store_true",
+        help="exit 1 when some stage moved significantly (for scripts and CI)",
+    )
 
     doctor = commands.add_parser(
         "doctor", help="check kernel, BCC, headers, privileges and the probe plan"

@@ -1,6 +1,8 @@
-"""`reqtrace export FILE --format perfetto|json -o OUT`: a recording in another shape.
+"""`reqtrace export FILE --format perfetto|json|otlp -o OUT`: a recording in another shape.
 
-OUT "-" writes to standard output. Files are written like recordings (mode 0600, owned by
+OUT "-" writes to standard output. OTLP: protobuf (ExportTraceServiceRequest) unless OUT
+ends in .json or is "-" (then OTLP/JSON); --otlp-service-name and --otlp-resource KEY=VALUE
+set the spans' resource. Files are written like recordings (mode 0600, owned by
 the invoking user under sudo): they hold the same paths and headers.
 """
 
@@ -11,13 +13,25 @@ import json
 import os
 import sys
 
-from tracer.recording.export import FORMATS, plain_document
+from tracer.recording.export import (
+    FORMATS,
+    OTLP_PACKAGES_MISSING,
+    otlp_as_json,
+    parse_resource_attributes,
+    plain_document,
+)
 from tracer.recording.perfetto import perfetto_trace
-from tracer.recording.reader import RecordingError, load_recording
+from tracer.recording.reader import Recording, RecordingError, load_recording
 from tracer.recording.writer import open_private, write_all
 
 
-def run_export(path: str, fmt: str, out: str) -> int:
+def run_export(
+    path: str,
+    fmt: str,
+    out: str,
+    service_name: str | None = None,
+    resource: list[str] | None = None,
+) -> int:
     """The `reqtrace export` command; returns the exit code."""
     if fmt not in FORMATS:
         print(
@@ -32,8 +46,15 @@ def run_export(path: str, fmt: str, out: str) -> int:
         return 1
     for problem in recording.problems:
         print(f"reqtrace export: warning: {problem}", file=sys.stderr)
-    document = perfetto_trace(recording) if fmt == "perfetto" else plain_document(recording)
-    data = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    if fmt == "otlp":
+        try:
+            data = _otlp_bytes(recording, out, service_name, resource or [])
+        except ValueError as exc:
+            print(f"reqtrace export: {exc}", file=sys.stderr)
+            return 1
+    else:
+        document = perfetto_trace(recording) if fmt == "perfetto" else plain_document(recording)
+        data = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
     if out == "-":
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
@@ -51,5 +72,26 @@ def run_export(path: str, fmt: str, out: str) -> int:
     return 0
 
 
+def _otlp_bytes(
+    recording: Recording, out: str, service_name: str | None, resource: list[str]
+) -> bytes:
+    """The recording's spans as OTLP protobuf or OTLP/JSON; ValueError says what is wrong."""
+    try:
+        from tracer.recording.otlp import otlp_json, recording_request
+    except ImportError:
+        raise ValueError(OTLP_PACKAGES_MISSING) from None
+    attributes = parse_resource_attributes(resource)
+    message = recording_request(recording, service_name, attributes)
+    if otlp_as_json(out):
+        return json.dumps(otlp_json(message), ensure_ascii=False).encode() + b"\n"
+    return bytes(message.SerializeToString())
+
+
 def export_command(args: argparse.Namespace) -> int:
-    return run_export(args.file, args.format, args.output)
+    return run_export(
+        args.file,
+        args.format,
+        args.output,
+        getattr(args, "otlp_service_name", None),
+        getattr(args, "otlp_resource", None),
+    )

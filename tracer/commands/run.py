@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from tracer.recording.export import parse_resource_attributes
 from tracer.session.run_session import (
     EXIT_CANNOT_TRACE,
     RunError,
@@ -47,12 +48,17 @@ def describe_exit(result: RunResult) -> str:
         parts.append(f"{result.recorded:,} recorded")
     if result.skipped_fast:
         parts.append(f"{result.skipped_fast:,} faster ones only counted")
+    if result.otlp_exported is not None:
+        parts.append(f"{result.otlp_exported:,} exported over OTLP")
+        parts.append(f"{result.otlp_dropped or 0:,} OTLP drops")
     if result.child_exited_by_itself:
         parts.append(f"the server exited by itself with status {result.child_status}")
     return "reqtrace: " + ", ".join(parts)
 
 
 def options_from_args(args: Any) -> RunOptions:
+    """RunOptions from the parsed flags; ValueError names a bad --otlp-resource."""
+    resource = parse_resource_attributes(getattr(args, "otlp_resource", None) or [])
     return RunOptions(
         record=args.record,
         record_raw=args.record_raw,
@@ -62,6 +68,9 @@ def options_from_args(args: Any) -> RunOptions:
         user=args.user,
         slower_than_ms=args.slower_than,
         redact=not args.no_redact,
+        otlp_endpoint=getattr(args, "otlp_endpoint", None),
+        otlp_service_name=getattr(args, "otlp_service_name", None),
+        otlp_resource=resource,
     )
 
 
@@ -85,6 +94,9 @@ def execute(session: RunSession) -> int:
     except RunError as exc:
         print(f"reqtrace: {exc}", file=sys.stderr)
         return EXIT_CANNOT_TRACE
+    if not options.no_tui and session.otlp is not None:  # not shown under the dashboard
+        for line in session.otlp.warnings:
+            print(line, file=sys.stderr)
     print(describe_exit(result), file=sys.stderr)
     if result.child_exited_by_itself and result.server_log:
         tail = server_log_tail(result.server_log)
@@ -109,10 +121,11 @@ def run_command(args: Any) -> int:
 
     try:
         config = config_from_args(args)
+        options = options_from_args(args)
     except ValueError as exc:
         print(f"reqtrace: {exc}", file=sys.stderr)
         return EXIT_CANNOT_TRACE
-    return prepare_and_execute(RunSession(config, options_from_args(args)))
+    return prepare_and_execute(RunSession(config, options))
 
 
 def prepare_and_execute(
@@ -137,7 +150,11 @@ def demo_command(args: Any) -> int:
     config = Config(
         app=DEMO_APP, host="127.0.0.1", port=args.port, log_level="warning", access_log=False
     )
-    options = options_from_args(args)
+    try:
+        options = options_from_args(args)
+    except ValueError as exc:
+        print(f"reqtrace: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_TRACE
 
     def add_load(session: RunSession) -> None:  # the port is known once prepared
         options.demo_load = [

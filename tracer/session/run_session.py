@@ -35,7 +35,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tracer import __version__
 from tracer.correlate.correlator import Correlator
@@ -44,6 +44,7 @@ from tracer.kernel.attach_trials import AttachTrials
 from tracer.kernel.probe_loader import ProbeLoadError, ProbeSession
 from tracer.kernel.system_facts import gather, tracing_blocker
 from tracer.model.trace import RequestTrace
+from tracer.recording.export import OTLP_PACKAGES_MISSING
 from tracer.recording.raw_log import LoggingCorrelator, RawLogWriter
 from tracer.recording.reader import Recording
 from tracer.recording.writer import Recorder
@@ -59,6 +60,9 @@ from tracer.session.listener import (
 from tracer.session.pipeline import Pipeline, TraceSink
 from tracer.session.privileges import Account, PrivilegeError, resolve_account
 from tracer.session.request_log import RequestLog
+
+if TYPE_CHECKING:
+    from tracer.session.otlp_sink import OtlpSink
 
 EXIT_CANNOT_TRACE = 2
 
@@ -78,6 +82,9 @@ class RunOptions:
     slower_than_ms: float | None = None
     redact: bool = True
     demo_load: list[str] | None = None  # argv of a load generator to start with the server
+    otlp_endpoint: str | None = None  # OTLP/HTTP traces URL (session/otlp_sink.py)
+    otlp_service_name: str | None = None
+    otlp_resource: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -89,6 +96,8 @@ class RunResult:
     child_status: int | None = None
     child_exited_by_itself: bool = False
     server_log: str = ""
+    otlp_exported: int | None = None  # requests sent as OTLP spans (None: no --otlp-endpoint)
+    otlp_dropped: int | None = None
 
 
 class RecordingSink:
@@ -134,11 +143,13 @@ class RunSession:
         self.recording_sink: RecordingSink | None = None
         self.tail = Tail()
         self.extra_sinks: list[TraceSink] = []  # e.g. the dashboard's live feed
+        self.otlp: OtlpSink | None = None  # with --otlp-endpoint; its counters are live
         self._server_log_fd: int | None = None
 
     # -- 1-3: before the server exists --------------------------------------------------
 
     def prepare(self) -> None:
+        self._check_otlp()
         facts = gather()
         blocker = tracing_blocker(facts)
         if blocker:
@@ -158,6 +169,42 @@ class RunSession:
             raise RunError(
                 f"required probe points cannot attach here ({missing}); see reqtrace doctor"
             )
+
+    def _check_otlp(self) -> None:
+        endpoint = self.options.otlp_endpoint
+        if endpoint is None:
+            return
+        if not endpoint.startswith(("http://", "https://")):
+            raise RunError(f"--otlp-endpoint must be an http:// or https:// URL, not {endpoint!r}")
+        try:
+            import opentelemetry.exporter.otlp.proto.http.trace_exporter  # noqa: F401
+        except ImportError:
+            raise RunError(OTLP_PACKAGES_MISSING) from None
+
+    def _start_otlp(self) -> None:
+        """The OTLP sink (session/otlp_sink.py), once the server's pid is known."""
+        if self.options.otlp_endpoint is None:
+            return
+        from tracer.session.otlp_sink import OtlpSink
+
+        self.otlp = OtlpSink(
+            self.options.otlp_endpoint,
+            self.recording_header(),
+            self.clock_offset_ns,
+            self.options.otlp_service_name,
+            self.options.otlp_resource,
+            warn=(lambda line: print(line, file=sys.stderr)) if self.options.no_tui else None,
+        )
+        self.otlp.start()
+
+    def _close_otlp(self) -> dict[str, int]:
+        """Flush and stop the OTLP sink; its counters for the footer ({} without one)."""
+        if self.otlp is None:
+            return {}
+        self.otlp.close()
+        self.result.otlp_exported = self.otlp.exported
+        self.result.otlp_dropped = self.otlp.dropped
+        return self.otlp.counters()
 
     @property
     def port(self) -> int:
@@ -320,6 +367,8 @@ class RunSession:
                 correlator = LoggingCorrelator(correlator, writer)
             hooks = self.start_server(probes)
             stack.callback(self.stop_server)
+            self._start_otlp()
+            stack.callback(self._close_otlp)
             recorder = None
             if self.options.record:
                 header = self.recording_header()  # names the server's pid
@@ -348,6 +397,7 @@ class RunSession:
                 hooks.close()
                 self.result.requests = self.pipeline.counters.traces
                 self.result.lost_records = dict(self.pipeline.counters.lost_by_type)
+                otlp_counters = self._close_otlp()
                 if recorder is not None:
                     assert self.recording_sink is not None
                     self.result.recorded = recorder.requests
@@ -360,6 +410,7 @@ class RunSession:
                             "server_exit_status": self.result.child_status,
                             "hook_records_dropped": hooks.dropped,
                             "correlator": correlator.stats.as_dict(),
+                            **otlp_counters,
                         },
                     )
         return self.result
@@ -370,6 +421,8 @@ class RunSession:
             sinks.append(self.recording_sink)
         if self.options.no_tui:
             sinks.append(RequestLog(self.clock_offset_ns))
+        if self.otlp is not None:
+            sinks.append(self.otlp)
         return [*sinks, *self.extra_sinks]
 
     def final_recording(self) -> Recording:
