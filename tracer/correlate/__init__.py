@@ -8,4 +8,10 @@ No BPF, no threads, no clock: live runs, replays and tests all go through `Corre
     reorder.py           the bounded reorder window (records arrive out of time order)
     stage_builder.py     one request's evidence -> its stages, notes and details
     synthetic.py         synthetic record streams for tests and scripts/bench_correlator
+    compiled.py          use the mypyc build of the modules above when it is current
 """
+
+from tracer.correlate.compiled import activate
+
+COMPILED = activate(__path__)
+"""Whether the mypyc-compiled correlator is in use (see compiled.py)."""
