@@ -7,6 +7,7 @@ One job per module, uvicorn's shape:
     protocol.py      one connection: asyncio.Protocol + httptools, limits, timeouts
     cycle.py         one request: the ASGI receive/send pair, response framing
     request_head.py  what makes a request head unacceptable (RejectRequest)
+    chunked_framing.py  bounds on chunk-size lines and trailers; trailers never reach the app
     flow_control.py  back-pressure in both directions
     lifespan.py      the ASGI lifespan protocol
     app_loading.py   "module:attr" -> the app (--app-dir, --factory)

@@ -7,7 +7,20 @@ Flag names follow uvicorn's where uvicorn has one (--host, --port, --uds, --app-
 --backlog, --log-level, --access-log/--no-access-log, --timeout-graceful-shutdown,
 --server-header/--no-server-header, --date-header/--no-date-header) so that people can
 swap `uvicorn` for `reqtrace serve` without rereading the manual. The request limits that
-uvicorn does not have borrow gunicorn's names (--limit-request-line, --limit-request-fields).
+uvicorn does not have borrow gunicorn's names (--limit-request-line, --limit-request-fields);
+the request-body rate rule borrows Kestrel's idea (MinRequestBodyDataRate, with a grace
+period) and Apache mod_reqtimeout's default rate (MinRate=500 bytes/s).
+
+What bounds a client's hold on the server while a request is read:
+- head: --limit-request-head bytes, --limit-request-fields fields (431), within
+  --timeout-request-header seconds of its first byte, however it trickles (408);
+- trailer section (after a chunked body) and each chunk-size line: the same byte and field
+  limits, and --timeout-request-header once one spans a read; trailers never reach the app;
+- body: no silence longer than --timeout-request-body (408), and on average at least
+  --min-request-body-rate bytes/s once --min-request-body-rate-grace seconds have passed,
+  i.e. the body must be done by start + grace + bytes/rate (408). Time the server spends
+  not reading (the app is slow to take the body, a pipelined response is in flight, or the
+  client rightly waits for "100 Continue") is not held against the client.
 
 Like uvicorn's Config, this object is passed everywhere; unlike it, it does no I/O: loading
 the app happens in `app_loading`, listening in `main`.
@@ -52,13 +65,15 @@ class Config:
     timeout_keep_alive: float = 5.0  # an idle connection (no request in progress) is closed
     timeout_request_header: float = 10.0  # first byte of a request -> end of its headers
     timeout_request_body: float = 30.0  # longest silence while reading a request body
+    min_request_body_rate: float = 500.0  # bytes/s a body must average after the grace; 0: off
+    min_request_body_rate_grace: float = 10.0  # seconds of a body before its rate counts
     timeout_graceful_shutdown: float = 10.0  # draining in-flight requests at shutdown
 
     # Limits: what a client may make the server hold in memory before it says no.
     limit_concurrency: int | None = None  # connections / in-flight requests before 503
     limit_request_line: int = 8190  # request target bytes -> 414 URI Too Long
-    limit_request_head: int = 65536  # request line + headers bytes -> 431
-    limit_request_fields: int = 100  # number of header fields -> 431
+    limit_request_head: int = 65536  # request line + headers bytes -> 431 (trailers: the same)
+    limit_request_fields: int = 100  # number of header fields -> 431 (trailer fields: the same)
 
     # Timing hooks (see hook_record.py): where the records go when no sink object is given.
     hook_fd: int | None = None  # write end of a pipe from the tracer (hook_channel.py)
@@ -71,9 +86,16 @@ class Config:
             raise ValueError(f"loop must be auto, asyncio or uvloop, not {self.loop!r}")
         if self.log_level.lower() not in LOG_LEVELS:
             raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}")
-        for name in ("timeout_keep_alive", "timeout_request_header", "timeout_request_body"):
+        for name in (
+            "timeout_keep_alive",
+            "timeout_request_header",
+            "timeout_request_body",
+            "min_request_body_rate_grace",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.min_request_body_rate < 0:
+            raise ValueError("min_request_body_rate must not be negative (0 turns it off)")
         if self.timeout_graceful_shutdown < 0:
             raise ValueError("timeout_graceful_shutdown must not be negative")
         for name in ("limit_request_line", "limit_request_head", "limit_request_fields"):
@@ -89,6 +111,13 @@ def _positive_float(text: str) -> float:
     value = float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
     return value
 
 
@@ -176,6 +205,21 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         help="longest silence while reading a request body, seconds (default %(default)s)",
     )
     limits.add_argument(
+        "--min-request-body-rate",
+        metavar="BYTES_PER_S",
+        type=_non_negative_float,
+        default=defaults.min_request_body_rate,
+        help="a request body must average at least this many bytes/s once the grace is over,"
+        " else 408; 0 turns the rule off (default %(default)s)",
+    )
+    limits.add_argument(
+        "--min-request-body-rate-grace",
+        metavar="SECONDS",
+        type=_positive_float,
+        default=defaults.min_request_body_rate_grace,
+        help="seconds of a request body before its rate counts (default %(default)s)",
+    )
+    limits.add_argument(
         "--timeout-graceful-shutdown",
         metavar="SECONDS",
         type=float,
@@ -201,14 +245,15 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="BYTES",
         type=_positive_int,
         default=defaults.limit_request_head,
-        help="largest request line + headers in bytes, else 431 (default %(default)s)",
+        help="largest request line + headers (or trailer section) in bytes, else 431"
+        " (default %(default)s)",
     )
     limits.add_argument(
         "--limit-request-fields",
         metavar="N",
         type=_positive_int,
         default=defaults.limit_request_fields,
-        help="most header fields in a request, else 431 (default %(default)s)",
+        help="most header (or trailer) fields in a request, else 431 (default %(default)s)",
     )
     logs = parser.add_argument_group("logging and headers")
     logs.add_argument(
@@ -275,6 +320,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         timeout_keep_alive=args.timeout_keep_alive,
         timeout_request_header=args.timeout_request_header,
         timeout_request_body=args.timeout_request_body,
+        min_request_body_rate=args.min_request_body_rate,
+        min_request_body_rate_grace=args.min_request_body_rate_grace,
         timeout_graceful_shutdown=args.timeout_graceful_shutdown,
         limit_concurrency=args.limit_concurrency,
         limit_request_line=args.limit_request_line,

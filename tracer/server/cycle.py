@@ -8,10 +8,9 @@ Like uvicorn's RequestResponseCycle, the cycle is handed its collaborators when 
 and never reaches back into the connection: its timing stamps list, and a `CycleLink` the
 connection made once for all its cycles: the transport to write to, the connection's flow
 control, the event loop, the shared server state (for the Date/Server lines current when
-the response starts), and four callbacks: response complete, app task finished, the app
-waits for body, the app took the body. A cycle that must end its connection (the app failed
-after its response began, or was cancelled) says so in `must_close`; the connection acts on
-it when the task finishes.
+the response starts), and five callbacks: response complete, app task finished, the app
+waits for body, the app took the body, and close the connection (the app failed after its
+response began, or was cancelled).
 
 Response framing, decided once at `http.response.start`:
 - the app gave `content-length`: the body is counted; too many bytes is an error before they
@@ -99,6 +98,7 @@ class CycleLink:
     """
 
     __slots__ = (
+        "close_connection",
         "flow",
         "loop",
         "on_body_consumed",
@@ -119,6 +119,7 @@ class CycleLink:
         on_finished: CycleCallback,
         on_body_wanted: CycleCallback,
         on_body_consumed: CycleCallback,
+        close_connection: Callable[[str], None],
     ) -> None:
         self.transport = transport
         self.flow = flow
@@ -128,6 +129,7 @@ class CycleLink:
         self.on_finished = on_finished  # the app task returned
         self.on_body_wanted = on_body_wanted  # the app waits for more body
         self.on_body_consumed = on_body_consumed  # the app took the buffered body
+        self.close_connection = close_connection  # close(reason): it cannot carry on
 
 
 class RequestCycle:
@@ -149,7 +151,6 @@ class RequestCycle:
         "length_left",
         "link",
         "more_body",
-        "must_close",
         "outcome",
         "request_body_bytes",
         "response_bytes",
@@ -194,7 +195,6 @@ class RequestCycle:
         self.disconnected = False
         self.response_started = False
         self.response_complete = False
-        self.must_close = False  # the connection cannot carry on after this cycle's task
         self.head: bytes | None = None  # status line + headers, held until the first body
         self.status = 0
         self.task: asyncio.Task[None] | None = None
@@ -260,9 +260,8 @@ class RequestCycle:
             self._close_connection()
 
     def _close_connection(self) -> None:
-        """End the connection: run_asgi's `on_finished` call, next, closes it."""
         self.keep_alive = False
-        self.must_close = True
+        self.link.close_connection("server_closed")
 
     def abandon(self, status: int, detail: str, outcome: str) -> bool:
         """The server gives up on this request (bad or stalled body, or never started).
@@ -321,6 +320,11 @@ class RequestCycle:
             self.waiter = None
             if not waiter.done():
                 waiter.set_result(None)
+
+    def drop_body(self) -> None:
+        """The connection is gone: the body held for the app will never be handed over."""
+        self.body_parts = None
+        self.body_size = 0
 
     def add_body(self, body: bytes) -> bool:
         """Hold a piece of request body for the app; True when above the high-water mark."""
@@ -470,7 +474,8 @@ class RequestCycle:
 
     def _complete(self) -> None:
         self.response_complete = True
-        self.wake()
+        if self.waiter is not None:
+            self.wake()
         self.link.on_response(self)
 
     # Logs and hooks -------------------------------------------------------------------

@@ -14,13 +14,34 @@ The connection is always in one phase, which decides the one timer it may hold:
     HEAD  request begun, headers not done -> 408 at first byte + --timeout-request-header
                                              (fixed at the first byte: a client trickling
                                              one byte at a time cannot push it back)
-    BODY  headers done, body not done     -> 408/close after --timeout-request-body of
-                                             silence (not while the server paused reading)
+    BODY  headers done, body not done     -> 408/close at the nearest of: silence for
+                                             --timeout-request-body; the body's start +
+                                             --min-request-body-rate-grace + bytes/rate
+                                             (a trickle cannot hold it open); a chunk-size
+                                             line or trailer section spanning reads +
+                                             --timeout-request-header. The clock runs only
+                                             while the server waits on the client: not
+                                             while it paused reading, nor while the client
+                                             waits for "100 Continue"; it restarts after.
     BUSY  request read, app working       -> no timeout (the app's time is its own)
 
 The timer is lazy: one TimerHandle per connection, re-armed only when it fires early or a
 nearer deadline appears, so a busy keep-alive connection costs one clock read per request,
 not a timer allocation and cancellation.
+
+Chunked bodies: chunk-size lines and the trailer section are bounded like a head, and
+trailer fields are counted, then dropped, never added to scope["headers"] (chunked_framing.py).
+
+The last request on a connection. When a message must be the last one read (HTTP/1.0 with
+Transfer-Encoding: faulty framing, RFC 9112 6.1; or MAX_PIPELINED requests already queued)
+`last_message` is set, its response closes the connection, and parsing stops after it:
+on_message_complete raises _StopParsing, and whatever else the client sent is not read.
+
+Memory. A connection must be freed by reference counting when it closes, not by the next
+full garbage collection: the parser holds this object's bound methods and the CycleLink
+holds more, so both are let go (`_drop_parser` once nothing more is parsed, `_finish`), a
+RejectRequest is kept without its traceback, and no local of data_received refers to an
+exception (its traceback would lead back to that frame).
 
 Why a connection ends (ConnectionClosed.reason): client_closed; server_closed (after a
 response: the client asked, HTTP/1.0, or the app failed); keep_alive_timeout;
@@ -32,7 +53,7 @@ rest and one RequestTiming record is emitted when it ends. When `timed` is False
 hook work is the `if self.timed` test itself.
 
 Dependencies point one way: this module uses cycle.py, timing.py and state.py; none of them
-knows it. A cycle gets the connection's transport, flow control and four callbacks in one
+knows it. A cycle gets the connection's transport, flow control and five callbacks in one
 `CycleLink` made per connection; timing.py gets plain values; the shared state sees only the
 `Connection` shape (shutdown, abort).
 """
@@ -49,11 +70,14 @@ from urllib.parse import unquote
 import httptools
 
 from tracer.server import timing
+from tracer.server.chunked_framing import NO_SECTION, ChunkedFraming
 from tracer.server.cycle import STAMP_BODY_DONE, CycleLink, RequestCycle
 from tracer.server.flow_control import FlowControl
 from tracer.server.http_errors import error_response
 from tracer.server.request_head import (
+    VALID_HOSTS,
     RejectRequest,
+    check_host,
     check_transfer_encoding,
     head_size,
     split_target,
@@ -65,6 +89,12 @@ logger = logging.getLogger("reqtrace.server")
 IDLE, HEAD, BODY, BUSY = 0, 1, 2, 3
 NO_PHASE = -1
 LINGER_SECONDS = 2.0  # after an error response, how long to drain a client that keeps sending
+MAX_PIPELINED = 64
+"""Parsed requests that may wait behind the response in flight. Reading pauses as soon as
+one waits, but one read (256 KiB) can hold thousands of tiny requests, each a cycle and a
+scope: the one that fills the queue is the last this connection serves (RFC 9112 9.3.2:
+the client retries what was not answered)."""
+NO_DEADLINE = float("inf")
 
 _WATCHED_HEADERS = frozenset((b"host", b"expect", b"transfer-encoding"))
 _METHOD_NAMES = {
@@ -73,6 +103,10 @@ _METHOD_NAMES = {
 }
 _ASGI_VERSION = "3.0"
 _SPEC_VERSION = "2.4"
+
+
+class _StopParsing(Exception):
+    """Raised by on_message_complete after the `last_message`: nothing more is parsed."""
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -92,6 +126,7 @@ class HttpProtocol(asyncio.Protocol):
         "expect_100",
         "fd",
         "flow",
+        "framing",
         "head_lower",
         "head_upper",
         "headers",
@@ -99,6 +134,8 @@ class HttpProtocol(asyncio.Protocol):
         "hook_ids",
         "host_count",
         "ignore_input",
+        "last_message",
+        "linger",
         "local",
         "loop",
         "lost",
@@ -107,9 +144,12 @@ class HttpProtocol(asyncio.Protocol):
         "pending_reject",
         "phase",
         "pipeline",
+        "rate_bytes",
+        "rate_start",
         "recv_ns",
         "requests",
         "running",
+        "section_deadline",
         "server",
         "state",
         "tasks_running",
@@ -150,6 +190,8 @@ class HttpProtocol(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.timer_when = 0.0
         self.ignore_input = False
+        self.last_message = False  # parsing stops after this request (see the docstring)
+        self.linger: asyncio.TimerHandle | None = None  # closes a lingering connection
         self.lost = False
         self.lost_ns = 0
         self.close_reason = ""
@@ -164,6 +206,11 @@ class HttpProtocol(asyncio.Protocol):
         self.host_count = 0
         self.expect_100 = False
         self.transfer_encoding: bytes | None = None
+        config = state.config
+        self.framing = ChunkedFraming(config.limit_request_head, config.limit_request_fields)
+        self.section_deadline = NO_DEADLINE  # once a chunk-size line or trailers span a read
+        self.rate_start = 0.0  # loop time the body clock (re)started
+        self.rate_bytes = 0  # bytes received since
 
     # asyncio.Protocol -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -181,6 +228,7 @@ class HttpProtocol(asyncio.Protocol):
             self.cycle_finished,
             self.body_wanted,
             self.body_consumed,
+            self.close,
         )
         self.conn_id = state.next_conn_id
         state.next_conn_id += 1
@@ -213,21 +261,18 @@ class HttpProtocol(asyncio.Protocol):
         if self.ignore_input:
             return
         self.chunk_len = len(data)
+        phase = self.phase
         try:
-            if self.phase == HEAD:
+            if phase == HEAD:
                 self._feed_open_head(data)
+            elif phase == BODY and self.transfer_encoding is not None and self.framing.section:
+                self._feed_open_section(data)  # (a chunked message's framing)
             else:
                 self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._upgrade_ignored()
         except httptools.HttpParserError as exc:
-            cause = exc.__context__
-            if isinstance(cause, RejectRequest):
-                self.reject(cause)
-            else:
-                if cause is not None:
-                    logger.error("Error while parsing a request", exc_info=cause)
-                self.reject(RejectRequest(400, f"Invalid HTTP request: {exc}"))
+            self._parse_failed(exc)  # not inline: see _parse_failed
             return
         except RejectRequest as reject:
             self.reject(reject)
@@ -237,7 +282,26 @@ class HttpProtocol(asyncio.Protocol):
             if self.deadline_phase != HEAD:  # fixed at the first byte, never extended
                 self._arm(HEAD, self.loop.time() + self.state.config.timeout_request_header)
         elif phase == BODY and not self.flow.read_paused:
-            self._arm(BODY, self.loop.time() + self.state.config.timeout_request_body)
+            self._time_body(len(data), self.deadline_phase != BODY)
+
+    def _parse_failed(self, exc: httptools.HttpParserError) -> None:
+        """The parser stopped: a callback refused the request or asked to stop, or the bytes
+        are not HTTP.
+
+        A method of its own so that no local of data_received refers to the callback's
+        exception: its traceback holds the callback's frame, whose caller is data_received's
+        frame, and that loop would keep the connection and the bytes it read alive until a
+        full garbage collection.
+        """
+        cause = exc.__context__
+        if isinstance(cause, _StopParsing):
+            self.ignore_input = True
+        elif isinstance(cause, RejectRequest):
+            self.reject(cause)
+        else:
+            if cause is not None:
+                logger.error("Error while parsing a request", exc_info=cause)
+            self.reject(RejectRequest(400, f"Invalid HTTP request: {exc}"))
 
     def _feed_open_head(self, data: bytes) -> None:
         """Feed while a head that began in an earlier chunk is still open, bounding its size.
@@ -258,16 +322,27 @@ class HttpProtocol(asyncio.Protocol):
             raise RejectRequest(431, "Request header fields too large")
         self.parser.feed_data(data[room:])
 
+    def _feed_open_section(self, data: bytes) -> None:
+        """Feed a read that began in a chunk-size line or trailer section, bounded
+        (chunked_framing.py); one that takes a whole read has --timeout-request-header left.
+        """
+        if self.framing.feed(self.parser, data):
+            if self.section_deadline == NO_DEADLINE:
+                timeout = self.state.config.timeout_request_header
+                self.section_deadline = self.loop.time() + timeout
+        else:
+            self.section_deadline = NO_DEADLINE
+
     def eof_received(self) -> bool | None:
         # The client closed its side: the in-flight app sees http.disconnect (as uvicorn).
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
-        timer = self.timer
-        if timer is not None:
-            timer.cancel()
-            self.timer = None
+        for handle in (self.timer, self.linger):  # they hold this object: let it go now
+            if handle is not None:
+                handle.cancel()
+        self.timer = self.linger = None
         if not self.close_reason:
             self.close_reason = "client_closed" if exc is None else f"error: {exc}"
         self.lost_ns = monotonic_ns() if self.timed else 0
@@ -276,6 +351,7 @@ class HttpProtocol(asyncio.Protocol):
                 cycle.disconnected = True
                 if cycle.outcome == "ok":
                     cycle.outcome = "client_disconnect"
+            cycle.drop_body()  # receive() says http.disconnect from now on
             cycle.wake()
         pipeline = self.pipeline
         if pipeline:  # parsed but never started: they end here
@@ -286,6 +362,7 @@ class HttpProtocol(asyncio.Protocol):
             self._emit_refused(0, "client_disconnect")
         if self.flow is not None:
             self.flow.resume_writing()  # a send waiting in drain() must see the disconnect
+        self._drop_parser()
         if self.tasks_running == 0:  # else ConnectionClosed waits for the last app task
             self._finish()
 
@@ -318,10 +395,16 @@ class HttpProtocol(asyncio.Protocol):
             raise RejectRequest(414, "Request target too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.phase != HEAD:  # a trailer field, after a chunked body
+            self.framing.trailer(name, value)
+            return
         name = name.lower()
+        value = value.rstrip(b" \t")  # llhttp drops leading OWS, not trailing (RFC 9112 5)
         if name in _WATCHED_HEADERS:
             if name == b"host":
                 self.host_count += 1
+                if value not in VALID_HOSTS:
+                    check_host(value)
             elif name == b"expect":
                 self.expect_100 = value.lower() == b"100-continue"
             elif self.transfer_encoding is None:
@@ -359,8 +442,13 @@ class HttpProtocol(asyncio.Protocol):
         method = _METHOD_NAMES.get(method_bytes) or method_bytes.decode("ascii")
         if method == "CONNECT":
             raise RejectRequest(501, "CONNECT is not supported")
+        last_message = False
         if self.transfer_encoding is not None:
             check_transfer_encoding(self.transfer_encoding)
+            self.framing.begin()
+            self.section_deadline = NO_DEADLINE
+            # RFC 9112 6.1: Transfer-Encoding in HTTP/1.0 is faulty framing; close after it.
+            last_message = not http11
         target = self.url
         if target[:1] == b"/" and b"#" not in target:
             raw_path, _, query = target.partition(b"?")
@@ -392,28 +480,41 @@ class HttpProtocol(asyncio.Protocol):
         if limit is not None and (len(state.connections) > limit or state.active_requests >= limit):
             logger.warning("Exceeded concurrency limit.")
             raise RejectRequest(503, "Service Unavailable", "overloaded")
-        keep_alive = parser.should_keep_alive() and not state.shutting_down
+        keep_alive = not last_message and parser.should_keep_alive() and not state.shutting_down
         cycle = RequestCycle(
             scope,
             target,
             keep_alive,
             http11,
-            self.expect_100,
+            self.expect_100 and http11,  # RFC 9110 10.1.1: an HTTP/1.0 client never waits
             self.cycle_link,
             [self.begin_ns, self.headers_done_ns, 0, 0, 0, 0, 0] if self.timed else None,
             self.requests,
         )
         self.cycle = cycle
         self.phase = BODY
+        if last_message:
+            self.last_message = True
         if self.running is None:
             self._start(cycle)
         else:  # pipelined: wait for the response in flight, and stop reading meanwhile
-            if self.pipeline is None:
-                self.pipeline = deque()
-            self.pipeline.append(cycle)
+            pipeline = self.pipeline
+            if pipeline is None:
+                pipeline = self.pipeline = deque()
+            pipeline.append(cycle)
             self.flow.pause_reading()
+            if len(pipeline) >= MAX_PIPELINED:
+                cycle.keep_alive = False
+                self.last_message = True
+
+    def on_chunk_header(self) -> None:
+        self.framing.chunk_header()
+
+    def on_chunk_complete(self) -> None:
+        self.framing.chunk_complete()
 
     def on_body(self, body: bytes) -> None:
+        self.framing.section = NO_SECTION  # body data: the parser is out of the framing
         cycle = self.cycle
         assert cycle is not None
         if cycle.response_complete:
@@ -427,11 +528,14 @@ class HttpProtocol(asyncio.Protocol):
         if self.timed:
             cycle.stamps[STAMP_BODY_DONE] = monotonic_ns()
         cycle.more_body = False
-        cycle.wake()
+        if cycle.waiter is not None:  # (the usual GET: the app has not asked yet)
+            cycle.wake()
         if cycle.response_complete and self.running is None and not self.pipeline:
             self._become_idle()  # the body of an already answered request is drained
         else:
             self.phase = BUSY
+        if self.last_message:
+            raise _StopParsing
 
     # Request lifecycle (called by RequestCycle) ---------------------------------------
     def _start(self, cycle: RequestCycle) -> None:
@@ -457,19 +561,18 @@ class HttpProtocol(asyncio.Protocol):
         if pipeline:
             self._start(pipeline.popleft())
             if not pipeline:
-                self.flow.resume_reading()
+                self._resume_reading()
             return
         if self.pending_reject is not None:
             self._write_reject(self.pending_reject)
             return
-        self.flow.resume_reading()
+        if self.flow.read_paused:
+            self._resume_reading()
         if self.phase == BUSY:
             self._become_idle()
 
     def cycle_finished(self, cycle: RequestCycle) -> None:
         """The app task of `cycle` returned; its record can be emitted."""
-        if cycle.must_close:  # the app failed mid-response or was cancelled
-            self.close("server_closed")
         self.tasks_running -= 1
         self.state.active_requests -= 1
         self.state.total_requests += 1
@@ -497,16 +600,24 @@ class HttpProtocol(asyncio.Protocol):
             self._finish()
 
     def body_wanted(self, cycle: RequestCycle) -> None:
-        """The app waits for more body: make sure the socket is being read."""
-        if cycle is self.cycle and not self.pipeline and self.flow.read_paused:
-            self.flow.resume_reading()
-            if self.phase == BODY:
-                self._arm(BODY, self.loop.time() + self.state.config.timeout_request_body)
+        """The app waits for more body: make sure the socket is being read, and timed."""
+        if cycle is self.cycle and not self.pipeline:
+            if self.flow.read_paused:
+                self._resume_reading()
+            elif self.phase == BODY and self.deadline_phase != BODY:
+                self._time_body(0, True)  # e.g. "100 Continue" just went out
 
     def body_consumed(self, cycle: RequestCycle) -> None:
         """The app took the buffered body: reading may go on (the next receive asks anyway)."""
         if cycle is self.cycle and not self.pipeline:
+            self._resume_reading()
+
+    def _resume_reading(self) -> None:
+        """Read again; mid-body, the client's clock restarts (the wait was the server's)."""
+        if self.flow.read_paused:
             self.flow.resume_reading()
+            if self.phase == BODY:
+                self._time_body(0, True)
 
     # Closing, rejecting, shutting down ------------------------------------------------
     def close(self, reason: str) -> None:
@@ -518,6 +629,9 @@ class HttpProtocol(asyncio.Protocol):
 
     def reject(self, reject: RejectRequest) -> None:
         """Answer bad input ourselves, in order: after the response in flight, if any."""
+        # Control flow, not an error to show: it is kept without the frames it was raised
+        # through (they hold this connection), so keeping it makes no reference cycle.
+        reject.__traceback__ = reject.__context__ = None
         self.ignore_input = True
         logger.info("%d %s (client %s)", reject.status, reject.detail, self.client)
         cycle = self.cycle
@@ -570,17 +684,19 @@ class HttpProtocol(asyncio.Protocol):
         if not self.close_reason:
             self.close_reason = reason
         self.ignore_input = True
+        self._drop_parser()  # nothing more is parsed; it may hold a large partial head
         transport = self.transport
         if transport.is_closing():
             return
         if transport.can_write_eof():
             transport.write_eof()
             self.flow.resume_reading()
-            self.loop.call_later(LINGER_SECONDS, self._linger_over)
+            self.linger = self.loop.call_later(LINGER_SECONDS, self._linger_over)
         else:
             transport.close()
 
     def _linger_over(self) -> None:
+        self.linger = None
         if not self.transport.is_closing():
             self.transport.close()
 
@@ -630,13 +746,45 @@ class HttpProtocol(asyncio.Protocol):
             self.timer_when = deadline
             self.timer = self.loop.call_at(deadline, self._on_timer)
 
+    def _time_body(self, received: int, restart: bool) -> None:
+        """Arm the BODY deadline after `received` more bytes (the module docstring's rules).
+
+        `restart`: the clock starts afresh (first read of a body, or reading resumed).
+        """
+        cycle = self.cycle
+        if cycle is not None and cycle.expect_100:
+            return  # the client waits for our "100 Continue": not its turn yet
+        config = self.state.config
+        now = self.loop.time()
+        if restart:
+            self.rate_start = now
+            self.rate_bytes = received
+            self.section_deadline = NO_DEADLINE
+        else:
+            self.rate_bytes += received
+        deadline = now + config.timeout_request_body
+        rate = config.min_request_body_rate
+        if rate:
+            by_rate = self.rate_start + config.min_request_body_rate_grace + self.rate_bytes / rate
+            if by_rate < deadline:
+                deadline = by_rate
+        if self.section_deadline < deadline:
+            deadline = self.section_deadline
+        self._arm(BODY, deadline)
+
     def _on_timer(self) -> None:
         self.timer = None
         phase = self.phase
-        if phase != self.deadline_phase or phase == BUSY or self.transport.is_closing():
+        if (
+            phase != self.deadline_phase
+            or phase == BUSY
+            or self.ignore_input  # nothing more is read: no more answers for slowness
+            or self.transport.is_closing()
+        ):
             return  # the deadline belonged to a phase that is over
         if phase == BODY and self.flow.read_paused:
-            return  # we are holding the client back; body_wanted() re-arms
+            self.deadline_phase = NO_PHASE  # we hold the client back; resuming restarts it
+            return
         if self.loop.time() < self.deadline:
             self.timer_when = self.deadline
             self.timer = self.loop.call_at(self.deadline, self._on_timer)
@@ -690,10 +838,11 @@ class HttpProtocol(asyncio.Protocol):
         if emit is None:
             return
         target = self.url
+        parser = self.parser
         method = version = ""
-        if target:
-            method = self.parser.get_method().decode("ascii", "replace")
-            version = self.parser.get_http_version()
+        if target and parser is not None:
+            method = parser.get_method().decode("ascii", "replace")
+            version = parser.get_http_version()
         headers = self.headers if self.state.capture_headers else None
         emit(
             timing.request_refused(
@@ -723,3 +872,14 @@ class HttpProtocol(asyncio.Protocol):
             )
         self.cycle = None
         self.running = None
+        self.pipeline = None
+        self.pending_reject = None
+        # Its callbacks are bound to this object, as the parser's are (_drop_parser): a
+        # loop that would outlive the connection until a full garbage collection.
+        self.cycle_link = None  # type: ignore[assignment]
+
+    def _drop_parser(self) -> None:
+        """Nothing more is parsed here: let go of the parser, which holds this object's
+        methods and maybe a large partial field, and of the last head's header list."""
+        self.parser = None  # type: ignore[assignment]
+        self.headers = []

@@ -3,12 +3,26 @@
 The common, valid request is checked inline in `HttpProtocol.on_headers_complete` (it is
 the hot path); what lives here is the vocabulary of refusal (`RejectRequest`) and the
 checks that only run for unusual requests: Transfer-Encoding values, absolute-form or
-asterisk targets, and the exact size of a head that may be over the limit.
+asterisk targets, the exact size of a head that may be over the limit, and Host values
+not seen before.
 """
 
 from __future__ import annotations
 
+import re
+
 import httptools
+
+# RFC 9110 7.2 / RFC 3986 3.2.2: Host = uri-host [ ":" port ], uri-host = IP-literal /
+# IPv4address / reg-name. The IP-literal is checked loosely (what brackets may hold), the
+# rest exactly: no spaces, "/", "@", "?", "#", controls or non-ASCII. Empty is valid (RFC
+# 9110 7.2: the target has no authority).
+_HOST = re.compile(
+    rb"(?:\[[0-9A-Za-z:._~%!$&'()*+,;=-]+\]|[0-9A-Za-z._~%!$&'()*+,;=-]*)(?::[0-9]*)?"
+)
+VALID_HOSTS: set[bytes] = set()
+"""Host values already checked, so a valid Host costs one set lookup per request."""
+_VALID_HOSTS_MAX = 1024  # bounded: clients inventing hosts cannot grow it forever
 
 
 class RejectRequest(Exception):
@@ -51,3 +65,11 @@ def head_size(target: bytes, headers: list[tuple[bytes, bytes]]) -> int:
     for name, value in headers:
         size += len(name) + len(value) + 4
     return size
+
+
+def check_host(value: bytes) -> None:
+    """RFC 9112 3.2: a Host field value that is not uri-host [":" port] is a 400."""
+    if _HOST.fullmatch(value) is None:
+        raise RejectRequest(400, "Invalid Host header")
+    if len(VALID_HOSTS) < _VALID_HOSTS_MAX:
+        VALID_HOSTS.add(value)
