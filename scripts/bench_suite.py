@@ -63,9 +63,10 @@ class Settings:
     dashboard_window_s: float
     pins: tuple[int | None, int | None]
     skip: list[str] = field(default_factory=list)
+    paced_seconds: float = 30.0
 
 
-SECTIONS = ("server", "traced", "correlator", "dashboard")
+SECTIONS = ("server", "traced", "budget", "correlator", "dashboard")
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings]:
@@ -80,6 +81,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
     parser.add_argument("--rate", type=float, default=200.0, help="dashboard section's req/s")
     parser.add_argument("--skip", action="append", choices=SECTIONS, default=[])
     parser.add_argument("--json", metavar="FILE", help="also write the table as JSON")
+    parser.add_argument(
+        "--paced-seconds",
+        type=float,
+        help="length of each fixed-rate run of the budget section (default 30, quick 10; "
+        "300 for the 5-minute memory check)",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     loop = args.loop
@@ -98,6 +105,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
         dashboard_window_s=6.0 if quick else 15.0,
         pins=pins,
         skip=list(args.skip),
+        paced_seconds=args.paced_seconds or (10.0 if quick else 30.0),
     )
     if settings.rounds < 1 or settings.seconds <= 0:
         parser.error("--rounds and --seconds must be positive")
@@ -145,6 +153,7 @@ class Measurements:
         self.correlator: dict[str, list[float]] = {"correlator": [], "reorder": []}
         self.correlator_workload: dict[str, int] = {}
         self.dashboard: list[dict[str, float]] = []
+        self.budget: list[dict[str, Any]] = []
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -152,6 +161,7 @@ class Measurements:
             "traced": self.traced,
             "correlator": {**self.correlator, "workload": self.correlator_workload},
             "dashboard": self.dashboard,
+            "budget": self.budget,
         }
 
 
@@ -200,6 +210,25 @@ def traced_round(settings: Settings, found: Measurements, n: int) -> None:
             f"  traced     {variant:<9} {run.wrk.requests_per_s:9,.0f} req/s  p99 "
             f"{number(p99, 2)} ms{extra}"
             + (f"  ({run.wrk.socket_errors})" if run.wrk.socket_errors else "")
+        )
+
+
+def budget_runs(settings: Settings, found: Measurements) -> None:
+    """Two fixed-rate traced runs at 0.8x the untraced saturation rate: without and with
+    --record (scripts/bench_budget.py)."""
+    from scripts.bench_budget import paced_run
+
+    saturation = statistics.median(run["wrk"]["requests_per_s"] for run in found.traced["untraced"])
+    rate = 0.8 * saturation
+    for record in (False, True):
+        run = paced_run(settings.loop, rate, settings.paced_seconds, settings.pins, record)
+        found.budget.append({**asdict(run), "rss_drift": run.rss_drift})
+        say(
+            f"  budget     {'recorded' if record else 'paced':<9} offered {rate:,.0f} req/s, "
+            f"got {run.achieved_rate:,.0f}; lost {run.lost_records}, hooks dropped "
+            f"{run.hooks_dropped}; pipeline {run.pipeline_cpu_us_per_request:.1f} µs/req; "
+            f"RSS {run.rss_mib[0] if run.rss_mib else 0:.0f} -> "
+            f"{run.rss_mib[-1] if run.rss_mib else 0:.0f} MiB"
         )
 
 
@@ -331,6 +360,129 @@ def build_rows(settings: Settings, found: Measurements) -> list[Row]:
         )
     if found.dashboard:
         rows += dashboard_rows(settings, found.dashboard)
+    rows += budget_rows(settings, found)
+    return rows
+
+
+def _verdict(value: float | None, target: float, at_most: bool) -> str:
+    if value is None:
+        return "—"
+    met = value <= target if at_most else value >= target
+    return "met" if met else "MISSED"
+
+
+def budget_rows(settings: Settings, found: Measurements) -> list[Row]:
+    """Issue 14's budget: each figure as a ratio, with its target and whether it was met."""
+    rows: list[Row] = []
+
+    def target_row(what: str, value: float | None, target: float, at_most: bool, note: str,
+                   digits: int = 2) -> None:  # fmt: skip
+        shown = "—" if value is None else f"{value:.{digits}f}x"
+        sign = "≤" if at_most else "≥"
+        rows.append(
+            Row(f"budget: {what}", shown, f"{sign} {target:.{digits}f}x (target)",
+                _verdict(value, target, at_most), note=note,
+                values={"reqtrace": value, "target": target, "at_most": at_most})
+        )  # fmt: skip
+
+    traced, untraced = found.traced["traced"], found.traced["untraced"]
+    if traced and untraced:
+        server = statistics.median(_column(untraced, "server_cpu_us_per_request"))
+        traced_cpu = statistics.median(_column(traced, "server_cpu_us_per_request"))
+        pipeline = statistics.median(_column(traced, "pipeline_cpu_us_per_request"))
+        requests = sum(run["wrk"]["requests"] for run in traced) or 1
+        bpf_us = sum(run["bpf_ns"] for run in traced) / requests / 1000
+        runs = sum(run["bpf_runs"] for run in traced) / requests
+        rate = statistics.median(run["wrk"]["requests_per_s"] for run in traced)
+        base_rate = statistics.median(run["wrk"]["requests_per_s"] for run in untraced)
+        p99 = [run["wrk"]["latency_ms"].get(99) for run in traced]
+        base_p99 = [run["wrk"]["latency_ms"].get(99) for run in untraced]
+        p99_ratio = None
+        if all(p99) and all(base_p99):
+            p99_ratio = statistics.median(p99) / statistics.median(base_p99)  # type: ignore[type-var]
+        target_row(
+            "tracer pipeline CPU per request / untraced server CPU per request",
+            pipeline / server,
+            0.35,
+            True,
+            f"{pipeline:.1f} µs / {server:.1f} µs (medians of the closed-loop runs)",
+        )
+        target_row(
+            "eBPF time per request / untraced server CPU per request",
+            bpf_us / server,
+            0.10,
+            True,
+            f"{bpf_us * 1000:,.0f} ns / {server:.1f} µs; {runs:.1f} program runs per "
+            f"request, {bpf_us * 1000 / runs if runs else 0:,.0f} ns per run (bpf_stats "
+            f"under-reports the kernel-side cost ~2.5x: see the server CPU row)",
+        )
+        target_row(
+            "traced server CPU per request / untraced",
+            traced_cpu / server,
+            1.25,
+            True,
+            "the timing hooks and the eBPF programs run in the server's own syscalls",
+        )
+        target_row(
+            "requests/s traced / untraced",
+            rate / base_rate,
+            0.80,
+            False,
+            "wrk closed loop, medians of the rounds",
+        )
+        target_row(
+            "p99 latency traced / untraced",
+            p99_ratio,
+            1.50,
+            True,
+            "wrk --latency, medians of the rounds",
+        )
+    if found.correlator["correlator"]:
+        ratio_value = statistics.median(found.correlator["correlator"]) / statistics.median(
+            found.correlator["reorder"]
+        )
+        target_row(
+            "correlator offline / reorder window alone (records/s)",
+            ratio_value,
+            0.60,
+            False,
+            "the same synthetic workload through both",
+        )
+    paced = [run for run in found.budget if not run["record"]]
+    recorded = [run for run in found.budget if run["record"]]
+    if paced:
+        run = paced[0]
+        losses = run["lost_records"] + run["hooks_dropped"]
+        rows.append(
+            Row("budget: records lost + hook records dropped at 0.8x saturation, fixed rate",
+                f"{losses:,}", "0 (target)", "met" if losses == 0 else "MISSED",
+                note=f"{settings.paced_seconds:g} s at {run['offered_rate']:,.0f} req/s offered "
+                f"({run['achieved_rate']:,.0f} served; wrk paced with a Lua delay over "
+                f"100 connections): {run['lost_records']:,} ring-buffer records lost, "
+                f"{run['hooks_dropped']:,} hook records dropped, {run['traces']:,} traces.",
+                values={"reqtrace": losses, "lost_records": run["lost_records"],
+                        "hooks_dropped": run["hooks_dropped"]})
+        )  # fmt: skip
+        drift = run["rss_drift"]
+        rows.append(
+            Row("budget: tracer RSS, last / first sample of the fixed-rate run",
+                "—" if drift is None else f"{drift:.2f}x", "0.90x to 1.10x (target)",
+                "—" if drift is None else ("met" if 0.9 <= drift <= 1.1 else "MISSED"),
+                note=f"sampled every second over {settings.paced_seconds:g} s (the target is "
+                f"for 5 minutes: --paced-seconds 300); {run['rss_mib'][:1]} -> "
+                f"{run['rss_mib'][-1:]} MiB", values={"reqtrace": drift})
+        )  # fmt: skip
+        if recorded:
+            extra = (
+                recorded[0]["pipeline_cpu_us_per_request"] / run["pipeline_cpu_us_per_request"] - 1
+            )
+            rows.append(
+                Row("budget: --record's extra pipeline CPU per request, fixed rate",
+                    f"{100 * extra:+.0f}%", "≤ +15% (target)", "met" if extra <= 0.15 else "MISSED",
+                    note=f"{recorded[0]['pipeline_cpu_us_per_request']:.1f} vs "
+                    f"{run['pipeline_cpu_us_per_request']:.1f} µs per request",
+                    values={"reqtrace": extra})
+            )  # fmt: skip
     return rows
 
 
@@ -544,6 +696,8 @@ def run_rounds(settings: Settings, found: Measurements) -> None:
                     correlator_round(bench_correlator, records, found, n)
                 if "dashboard" not in skip:
                     dashboard_round(settings, found)
+            if "budget" not in skip and found.traced["untraced"]:
+                budget_runs(settings, found)
 
 
 class _nothing:
