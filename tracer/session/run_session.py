@@ -109,11 +109,13 @@ class RecordingSink:
         self.skipped = 0
 
     def __call__(self, traces: list[RequestTrace]) -> None:
-        for trace in traces:
-            if self.threshold_ns is not None and trace.total_ns < self.threshold_ns:
-                self.skipped += 1
-            else:
-                self.recorder.write(trace)
+        threshold = self.threshold_ns
+        if threshold is None:
+            self.recorder.write_many(traces)
+            return
+        slow = [trace for trace in traces if trace.total_ns >= threshold]
+        self.skipped += len(traces) - len(slow)
+        self.recorder.write_many(slow)
 
 
 class Tail:
