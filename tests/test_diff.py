@@ -176,6 +176,9 @@ def test_too_few_and_one_sided_stages_and_groups(tmp_path: Path) -> None:
     assert v["softirq"] == TOO_FEW  # 6 requests a side, fewer than MIN_SAMPLES
     assert v["loop_busy"] == ONLY_B
     assert v["app"] == "only in A"
+    line = diff["groups"]["all requests"]["summary"]
+    assert line.startswith("all requests: too few requests to compare (6 → 6 requests)")
+    assert "loop_busy only in B" in line
     c = synthetic(tmp_path / "c.jsonl", baseline, seed=9)
     by_path = diff_recordings(a, c, by="status", path="/sleep")
     assert by_path["a"]["requests"] == 3 and by_path["b"]["requests"] == 60

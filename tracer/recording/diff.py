@@ -246,6 +246,9 @@ def verdict_line(key: str, group: dict[str, Any]) -> str:
             unchanged.append(name)
         elif verdict in (ONLY_A, ONLY_B):
             few.append(f"{name} {verdict}")
+    if not moved and not unchanged:
+        counts = f"{group['requests_a']} → {group['requests_b']} requests"
+        return f"{key}: too few requests to compare ({counts})" + "".join(f"; {f}" for f in few)
     parts = moved or ["nothing moved beyond noise"]
     if unchanged:
         parts.append("unchanged: " + ", ".join(unchanged))
