@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 NOBODY = 65534
@@ -31,3 +32,17 @@ def as_nobody(
         cwd="/",
         env={**os.environ, "HOME": "/tmp", "PYTHONPATH": str(ROOT), **(env or {})},
     )
+
+
+def record_correlated(records: Iterable[Any], path: Path, header: dict[str, Any]) -> Path:
+    """Correlate records (in the order given) into a recording at `path`, footer included."""
+    from tracer.correlate.correlator import Correlator
+    from tracer.recording.writer import Recorder
+
+    correlator = Correlator()
+    with Recorder(str(path), header) as recorder:
+        for record in records:
+            recorder.write_many(correlator.feed(record))
+        recorder.write_many(correlator.flush())
+        recorder.close({"recv": 0})
+    return path

@@ -16,6 +16,8 @@ from tracer.correlate.correlator import Correlator
 from tracer.correlate.synthetic import MS, Scenario, arrival_order
 from tracer.recording.writer import Recorder
 
+from .helpers import record_correlated
+
 HEADER = {"host": "box", "kernel": "6.18.0", "probe_plan": {}}
 PHASES = {"X", "M", "s", "t", "f"}
 
@@ -26,14 +28,7 @@ def recorded_run(path: Path, requests: int = 6) -> None:
         connection = scenario.connect(1_000 * MS + c * MS, 50_000 + c, fd=7 + c)
         for i in range(requests // 2):
             connection.request(1_010 * MS + i * 2 * MS + c * 200_000, dev=("lo", "eth0")[i % 2])
-    correlator = Correlator()
-    with Recorder(str(path), HEADER) as recorder:
-        for record in arrival_order(scenario.records):
-            for trace in correlator.feed(record):
-                recorder.write(trace)
-        for trace in correlator.flush():
-            recorder.write(trace)
-        recorder.close({"recv": 0})
+    record_correlated(arrival_order(scenario.records), path, HEADER)
 
 
 def validate_trace_events(document: dict[str, Any]) -> None:

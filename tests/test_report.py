@@ -10,13 +10,13 @@ import pytest
 from rich.console import Console
 
 from tracer.commands.report import run_report
-from tracer.correlate.correlator import Correlator
 from tracer.correlate.synthetic import MS, Scenario, arrival_order
 from tracer.model.trace import Stage
 from tracer.recording.reader import load_recording
 from tracer.recording.report import build_report, percentile, render_report
 from tracer.recording.writer import Recorder
 
+from .helpers import record_correlated
 from .test_trace_model import sample_trace
 
 HEADER = {"host": "box", "kernel": "6.18.0", "probe_plan": {}}
@@ -128,15 +128,7 @@ def test_round_trip_from_correlator_to_report(tmp_path: Path) -> None:
     connection = scenario.connect(1_000 * MS, 50_000, fd=7)
     for i in range(20):
         connection.request(1_001 * MS + i * 2 * MS, dev="eth0" if i % 2 else "lo")
-    correlator = Correlator()
-    path = tmp_path / "run.jsonl"
-    with Recorder(str(path), HEADER) as recorder:
-        for record in arrival_order(scenario.records):
-            for trace in correlator.feed(record):
-                recorder.write(trace)
-        for trace in correlator.flush():
-            recorder.write(trace)
-        recorder.close({"recv": 0})
+    path = record_correlated(arrival_order(scenario.records), tmp_path / "run.jsonl", HEADER)
 
     report = build_report(load_recording(str(path)))
 
@@ -157,16 +149,7 @@ def _mixed_routes_recording(tmp_path: Path) -> Path:
         path, app_time = plan[i % len(plan)]
         connection.request(at, path=path, app_time=app_time)
         at += app_time + 3 * MS
-    correlator = Correlator()
-    out = tmp_path / "mixed.jsonl"
-    with Recorder(str(out), HEADER) as recorder:
-        for record in arrival_order(scenario.records):
-            for trace in correlator.feed(record):
-                recorder.write(trace)
-        for trace in correlator.flush():
-            recorder.write(trace)
-        recorder.close({"recv": 0})
-    return out
+    return record_correlated(arrival_order(scenario.records), tmp_path / "mixed.jsonl", HEADER)
 
 
 def test_report_by_path_gives_each_route_its_own_percentiles(tmp_path: Path) -> None:

@@ -72,6 +72,7 @@ from tracer.records.hooks import (
     HookRecord,
     RequestTiming,
     ServerStarted,
+    request_stamps,
 )
 from tracer.records.kernel import (
     AcceptRecord,
@@ -154,16 +155,7 @@ def record_time(record: FeedRecord) -> int:
 def timing_sort_key(timing: RequestTiming) -> int:
     """When a RequestTiming was emitted: its latest timestamp (the cycle ended then)."""
     last_chunk = timing.chunks[-1][0] if timing.chunks else 0
-    return max(
-        timing.first_byte_ns,
-        timing.headers_done_ns,
-        timing.body_done_ns,
-        timing.app_called_ns,
-        timing.response_start_ns,
-        timing.app_returned_ns,
-        timing.response_done_ns,
-        last_chunk,
-    )
+    return max(*request_stamps(timing), last_chunk)
 
 
 Deadline = tuple[int, int, Connection, RequestEvidence | None]

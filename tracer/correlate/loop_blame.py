@@ -32,7 +32,7 @@ from collections import deque
 from itertools import pairwise
 
 from tracer.model.trace import Blame, Stage
-from tracer.records.hooks import RequestTiming
+from tracer.records.hooks import RequestTiming, request_stamps
 
 MIN_WAIT_NS = 200_000
 MAX_HOLDERS = 3  # holders named per wait; the rest joins "other work"
@@ -47,16 +47,7 @@ ThreadKey = tuple[int, int]  # pid, tid
 
 def stamps_of(timing: RequestTiming) -> list[int]:
     """Every moment the loop was running this request's code (sorted, no zeros)."""
-    found = [
-        timing.first_byte_ns,
-        timing.headers_done_ns,
-        timing.body_done_ns,
-        timing.app_called_ns,
-        timing.response_start_ns,
-        timing.app_returned_ns,
-        timing.response_done_ns,
-    ]
-    found += [ts for ts, _ in timing.chunks]
+    found = [*request_stamps(timing), *(ts for ts, _ in timing.chunks)]
     return sorted(ts for ts in found if ts)
 
 

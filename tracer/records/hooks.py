@@ -59,6 +59,20 @@ class RequestTiming(NamedTuple):
     headers: tuple[tuple[str, str], ...]  # request headers in order (empty unless captured)
 
 
+def request_stamps(timing: RequestTiming) -> tuple[int, ...]:
+    """The request's own stamps in field order (first byte ... response done; 0: did not
+    happen), without its per-write chunk times."""
+    return (
+        timing.first_byte_ns,
+        timing.headers_done_ns,
+        timing.body_done_ns,
+        timing.app_called_ns,
+        timing.response_start_ns,
+        timing.app_returned_ns,
+        timing.response_done_ns,
+    )
+
+
 class ConnectionClosed(NamedTuple):
     """connection_lost: the connection ended."""
 
