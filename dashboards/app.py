@@ -1,15 +1,21 @@
 """The reqtrace dashboard: live (`reqtrace run`, `reqtrace demo`) and on recordings (`show`).
 
 Threads collect, the UI renders: the tracer's pipeline thread puts finished traces into a
-feed; a timer here (8 Hz) drains it inside `batch_update()`, adds the batch to the store and
-redraws only what changed. Nothing in the UI waits on the kernel, the server or the disk.
+feed; a timer here (REFRESH_HZ, 2 Hz) drains it inside `batch_update()`, adds the batch to
+the store and redraws only what changed. Nothing in the UI waits on the kernel, the server
+or the disk.
 
-What a redraw costs is Textual rendering widgets, so: the fixed-height header and column
-line are updated only when their text changed, and without a layout pass; and while the
-list follows the newest request at a high rate, the detail pane (waterfall and lesson,
-whose heights change with the trace) moves to the newest request at most
-FOLLOW_DETAIL_HZ times a second - no one reads twenty waterfalls a second, and each one
-re-lays out the screen. A key press updates the detail at once.
+The cost of a frame follows what is on screen, not the request rate: the store turns a batch
+into streaming aggregates and a bounded, thinned list (dashboards/trace_store.py); the list
+draws only its visible lines (line API, cached); every pane has a fixed height for a given
+terminal size, so updates repaint without a layout pass; the header and column line are
+updated only when their text changed; and while the list follows the newest request the
+detail pane moves to it at most FOLLOW_DETAIL_HZ times a second (no one reads twenty
+waterfalls a second). A key press updates the detail at once.
+
+Layouts: on a short terminal (fewer than COMPACT_BELOW lines, e.g. 80x24) the waterfall lists
+only the observed stages and the lesson shrinks to a one-line summary; Enter (drill in)
+gives the lesson the list's room, Esc gives it back. Taller terminals show the whole lesson.
 """
 
 from __future__ import annotations
@@ -28,14 +34,18 @@ from textual.widgets import Footer, Input, Static
 from dashboards.feed import FeedStatus, TraceFeed
 from dashboards.request_list import RequestList, column_header
 from dashboards.screens import AggregateScreen, HelpScreen
-from dashboards.status_header import header_lines
-from dashboards.teaching import explain
-from dashboards.trace_store import FilterError, TraceStore
-from dashboards.waterfall import Waterfall
+from dashboards.status_header import ListState, header_lines
+from dashboards.teaching import explain, gap_explanation, summary
+from dashboards.trace_store import FilterError, Gap, Row, TraceStore
+from dashboards.waterfall import Waterfall, waterfall_height
+from tracer.model.stages import OPTIONAL_STAGES, STAGE_NAMES
 from tracer.model.trace import RequestTrace
 
-REFRESH_HZ = 8
-FOLLOW_DETAIL_HZ = 2
+REFRESH_HZ = 2  # frames a second while requests arrive (htop: 0.7; keys draw at once)
+FOLLOW_DETAIL_HZ = 1
+COMPACT_BELOW = 34  # terminal lines: fewer, and the compact layout is used
+MIN_LIST_ROWS = 5
+REQUIRED_STAGES = [name for name in STAGE_NAMES if name not in OPTIONAL_STAGES]
 SORTS = {"1": "time", "2": "total", "3": "dominant", "4": "path", "5": "status"}
 
 
@@ -44,9 +54,18 @@ class ReqtraceApp(App[None]):
     CSS = """
     #header { height: 2; background: $panel; }
     #columns { height: 1; padding: 0 0 0 0; color: $text-muted; }
-    RequestList { height: 1fr; min-height: 4; }
-    #detail { height: auto; max-height: 24; border-top: solid $primary-darken-2; }
-    #explain { height: auto; max-height: 8; padding: 0 1; color: $text; }
+    RequestList { height: 1fr; min-height: 3; }
+    #detail { height: auto; border-top: solid $primary-darken-2; }
+    #summary { height: 1; padding: 0 1; display: none; }
+    #explain { height: 8; padding: 0 1; color: $text; }
+    ReqtraceApp.-compact #detail { border-top: none; }
+    ReqtraceApp.-compact #summary { display: block; }
+    ReqtraceApp.-compact #explain { display: none; }
+    ReqtraceApp.-compact.-drilled RequestList { display: none; }
+    ReqtraceApp.-compact.-drilled #columns { display: none; }
+    ReqtraceApp.-compact.-drilled #summary { display: none; }
+    ReqtraceApp.-compact.-drilled #detail { height: 1fr; }
+    ReqtraceApp.-compact.-drilled #explain { display: block; height: 1fr; }
     #filter { dock: bottom; display: none; }
     #filter.visible { display: block; }
     """
@@ -71,16 +90,19 @@ class ReqtraceApp(App[None]):
     def __init__(self, feed: TraceFeed, store: TraceStore | None = None) -> None:
         super().__init__()
         self.feed = feed
-        self.store = store or TraceStore()
+        self.store = store or feed.store or TraceStore.for_recording()
         self.paused = False
         self.pending_while_paused = 0
         self._status = FeedStatus()
         self._shown_trace_id: int | None = None
         self.clock = time.monotonic  # for the detail pane's pace (tests set their own)
         self._detail_shown_at = 0.0  # self.clock() at the last detail change
-        self._detail_waiting: RequestTrace | None = None  # newest trace, held while following
+        self._detail_waiting: Row | None = None  # newest row, held while following
         self._static_text: dict[str, object] = {}
         self._ended_notified = False
+        self._shown_version = -1  # the store's version the list shows
+        self._seen_at_pause = 0
+        self._stage_name = ""  # the waterfall's highlighted stage
 
     # -- layout ------------------------------------------------------------------------
 
@@ -90,6 +112,7 @@ class ReqtraceApp(App[None]):
         yield RequestList(clock_offset_ns=self.feed.info.clock_offset_ns, id="requests")
         with Vertical(id="detail"):
             yield Waterfall(id="waterfall")
+            yield Static(id="summary")
             yield Static(id="explain")
         yield Input(
             placeholder="filter: text, status:5, stage:app, >10ms … (Enter, Esc)", id="filter"
@@ -99,8 +122,33 @@ class ReqtraceApp(App[None]):
     def on_mount(self) -> None:
         self.title = f"reqtrace — {self.feed.info.title}"
         self.query_one(RequestList).focus()
+        self._apply_layout()
         self.refresh_from_feed()
         self.set_interval(1 / REFRESH_HZ, self.refresh_from_feed)
+
+    def on_resize(self) -> None:
+        self._apply_layout()
+
+    def _apply_layout(self) -> None:
+        """Compact or roomy for this terminal size; fixed pane heights (no layout per frame)."""
+        height = self.size.height
+        compact = height < COMPACT_BELOW
+        self.set_class(compact, "-compact")
+        if compact:
+            # Title + as many rows as stages every request has (only observed stages get
+            # a row here, and nic_irq/backlog exclude each other), bounded so that the list
+            # keeps MIN_LIST_ROWS: header 2, columns 1, summary 1, footer 1. A request with
+            # more rows shows those around the highlighted stage.
+            room = height - 5 - MIN_LIST_ROWS
+            lines = max(3, min(waterfall_height(True, len(REQUIRED_STAGES)), room))
+        else:
+            lines = waterfall_height(False)
+        self.query_one(Waterfall).set_compact(compact, lines)
+        self._static_text.pop("#header", None)
+        self._static_text.pop("#columns", None)
+        self._update_header()
+        self._update_columns()
+        self._update_lesson()
 
     # -- the timer: drain the feed, update what changed --------------------------------
 
@@ -109,13 +157,16 @@ class ReqtraceApp(App[None]):
             return
         new = self.feed.take()
         self._status = self.feed.status()
+        store = self.store
         with self.batch_update():
-            if new:
-                self.store.add(new)
-                if self.paused:
-                    self.pending_while_paused += len(new)
-                else:
-                    self._show_rows()
+            with store.lock:
+                if new:
+                    store.add(new)
+                changed = store.version != self._shown_version
+            if self.paused:
+                self.pending_while_paused = store.total_seen - self._seen_at_pause
+            elif changed:
+                self._show_rows()
             self._update_header()
             self._show_waiting_detail()
         if self._status.ended and self.feed.info.live and not self._ended_notified:
@@ -125,13 +176,17 @@ class ReqtraceApp(App[None]):
             self._ended_notified = True
             self.notify("\n".join(self._status.problems[:5]), severity="warning", timeout=10)
 
-    def _show_rows(self) -> None:
+    def _show_rows(self, top: bool = False) -> None:
         requests = self.query_one(RequestList)
-        requests.set_rows(self.store.view())
+        with self.store.lock:
+            self._shown_version = self.store.version
+            view = self.store.view()
+        requests.set_rows(view, top=top)
         self._update_columns()
 
     def _update_columns(self) -> None:
-        width = self.query_one(RequestList).size.width or self.size.width
+        requests = self.query_one(RequestList)
+        width = requests.row_width if requests.size.width else self.size.width - 1
         self._update_static(
             "#columns", column_header(width, self.store.sort_key, self.store.reverse)
         )
@@ -144,29 +199,35 @@ class ReqtraceApp(App[None]):
 
     def _update_header(self) -> None:
         requests = self.query_one(RequestList)
-        rates = self.store.rate_history(20)
-        text = header_lines(
-            self.feed.info,
-            self._status,
-            rates,
-            self.paused,
-            requests.follow,
-            self.pending_while_paused,
-            self.store.total_seen,
-        )
+        store = self.store
+        with store.lock:
+            # Complete seconds only: the current one is still filling (and would change
+            # the header, so repaint it, at every tick).
+            newest = store.aggregates.newest_end_ns
+            rates = store.rate_history(20, newest - 1_000_000_000) if newest else []
+            state = ListState(
+                paused=self.paused,
+                follow=requests.follow,
+                pending=self.pending_while_paused,
+                filter_text=store.filter_text,
+                matched=store.matched,
+                thinning=store.thinning_since(newest),
+            )
+            total = store.total_seen
+        text = header_lines(self.feed.info, self._status, rates, state, total, self.size.width)
         self._update_static("#header", text)
 
     # -- selection and teaching ----------------------------------------------------------
 
     @on(RequestList.Highlighted)
     def _highlighted(self, event: RequestList.Highlighted) -> None:
-        trace = event.trace
-        if trace is not None and trace.id == self._shown_trace_id:
+        row = event.row
+        if row is not None and row.id == self._shown_trace_id:
             return
         if event.by_new_rows and self.clock() - self._detail_shown_at < 1 / FOLLOW_DETAIL_HZ:
-            self._detail_waiting = trace  # shown by the timer, once the interval has passed
+            self._detail_waiting = row  # shown by the timer, once the interval has passed
             return
-        self._show_detail(trace)
+        self._show_detail(row)
 
     def _show_waiting_detail(self) -> None:
         waiting = self._detail_waiting
@@ -176,21 +237,47 @@ class ReqtraceApp(App[None]):
             else:
                 self._detail_waiting = None
 
-    def _show_detail(self, trace: RequestTrace | None) -> None:
+    def _show_detail(self, row: Row | None) -> None:
         self._detail_waiting = None
         self._detail_shown_at = self.clock()
-        self._shown_trace_id = trace.id if trace else None
-        self.query_one(Waterfall).trace = trace
+        self._shown_trace_id = row.id if row is not None else None
+        waterfall = self.query_one(Waterfall)
+        if isinstance(row, Gap):
+            with self.store.lock:
+                newest = self.store.aggregates.newest_end_ns
+                rates = self.store.rate_history(1, newest - 1_000_000_000)
+            waterfall.gap_text = gap_explanation(
+                row.hidden, row.received, row.interval_ns / 1e6, rates[0] if rates else 0.0
+            )
+            waterfall.trace = None
+            waterfall.refresh()
+            self._update_lesson()
+        else:
+            waterfall.gap_text = None
+            waterfall.trace = row
 
     @on(RequestList.Selected)
-    def _selected(self, _event: RequestList.Selected) -> None:
-        self.query_one(Waterfall).focus()
+    def _selected(self, event: RequestList.Selected) -> None:
+        if isinstance(event.row, RequestTrace):
+            self.add_class("-drilled")
+            self.query_one(Waterfall).focus()
 
     @on(Waterfall.StageHighlighted)
     def _stage(self, event: Waterfall.StageHighlighted) -> None:
+        self._stage_name = event.stage_name
+        self._update_lesson()
+
+    def _update_lesson(self) -> None:
+        """The lesson of the highlighted stage: a one-line summary and the full text."""
         trace = self.query_one(Waterfall).trace
-        panel = self.query_one("#explain", Static)
-        panel.update(explain(trace, event.stage_name) if trace else "")
+        if trace is None or not self._stage_name:
+            short: object = ""
+            full: object = ""
+        else:
+            short = summary(trace, self._stage_name)
+            full = explain(trace, self._stage_name)
+        self._update_static("#summary", short)
+        self._update_static("#explain", full)
 
     # -- actions -----------------------------------------------------------------------
 
@@ -198,10 +285,12 @@ class ReqtraceApp(App[None]):
         self.push_screen(HelpScreen())
 
     def action_aggregate(self) -> None:
-        self.push_screen(AggregateScreen(self.store))
+        self.push_screen(AggregateScreen(self.store, window=self.feed.info.live))
 
     def action_pause(self) -> None:
         self.paused = not self.paused
+        with self.store.lock:
+            self._seen_at_pause = self.store.total_seen
         if not self.paused:
             self.pending_while_paused = 0
             self._show_rows()
@@ -211,13 +300,21 @@ class ReqtraceApp(App[None]):
         requests = self.query_one(RequestList)
         requests.follow = not requests.follow
         if requests.follow:
-            requests.action_last()
+            requests.action_newest()
         self._update_header()
 
     def action_sort(self, key: str) -> None:
-        self.store.set_sort(key)
-        self.query_one(RequestList).follow = key == "time" and not self.store.reverse
-        self._show_rows()
+        """Sort the list by `key` (again: reverse) and go to its top; back in time order,
+        oldest first, go to the newest request and follow (the live list's usual view)."""
+        with self.store.lock:
+            self.store.set_sort(key)
+            time_order, reverse = self.store.sort_key == "time", self.store.reverse
+        requests = self.query_one(RequestList)
+        requests.newest_first = time_order and reverse
+        requests.follow = time_order  # newest first: the top; oldest first: the bottom
+        self._show_rows(top=not (time_order and not reverse))
+        self._show_detail(requests.current)
+        self._update_header()
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
@@ -228,26 +325,43 @@ class ReqtraceApp(App[None]):
     @on(Input.Submitted, "#filter")
     def _apply_filter(self, event: Input.Submitted) -> None:
         try:
-            self.store.set_filter(event.value)
+            with self.store.lock:
+                self.store.set_filter(event.value)
         except FilterError as exc:
             self.notify(str(exc), severity="error")
             return
         event.input.remove_class("visible")
-        self.query_one(RequestList).focus()
+        requests = self.query_one(RequestList)
+        requests.focus()
         self._show_rows()
+        self._show_detail(requests.current)  # the list changed by a key: show it at once
+        self._update_header()
 
     def action_back(self) -> None:  # type: ignore[override]  # ours is not a coroutine
         box = self.query_one("#filter", Input)
         if box.has_class("visible"):
             box.remove_class("visible")
+        self.remove_class("-drilled")
         self.query_one(RequestList).focus()
 
     def action_save(self) -> None:
-        path = save_traces(self.store.traces, self.feed.info.header, Path.cwd())
-        self.notify(f"saved {len(self.store.traces):,} requests to {path}")
+        """Save what the list shows (what passed the filter), and say what that is."""
+        store = self.store
+        with store.lock:
+            traces = store.listed()
+            left_out = store.not_listed
+            filter_text = store.filter_text
+        path = save_traces(traces, self.feed.info.header, Path.cwd())
+        what = f"the {len(traces):,} requests listed"
+        if filter_text:
+            what += f" (filter: {filter_text})"
+        if left_out:
+            what += f"; {left_out:,} more passed but were not listed"
+        self.notify(f"saved {what} to {path}", timeout=8)
 
     def action_screenshot_svg(self) -> None:
-        path = self.save_screenshot(path=str(Path.cwd()))
+        name = time.strftime("reqtrace-screenshot-%Y%m%d-%H%M%S.svg")
+        path = self.save_screenshot(filename=name, path=str(Path.cwd()))
         self.notify(f"screenshot saved to {path}")
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
@@ -256,7 +370,11 @@ class ReqtraceApp(App[None]):
         yield SystemCommand("Pause or resume", "Freeze the list (space)", self.action_pause)
         yield SystemCommand("Follow newest", "Toggle following (f)", self.action_follow)
         yield SystemCommand("Aggregate view", "Per-stage percentiles (a)", self.action_aggregate)
-        yield SystemCommand("Save recording", "Write held requests (ctrl+s)", self.action_save)
+        yield SystemCommand(
+            "Save recording",
+            "Write the requests listed, as filtered (ctrl+s)",
+            self.action_save,
+        )
         yield SystemCommand("Screenshot", "Save an SVG screenshot (s)", self.action_screenshot_svg)
         for key, name in SORTS.items():
             yield SystemCommand(

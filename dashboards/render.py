@@ -24,9 +24,11 @@ LAYER_STYLES: dict[str, str] = {
     "syscall": "#d787ff",
     "server": "#87d787",
     "app": "#ff875f",
+    "unobserved": "grey50",
 }
-LAYER_ORDER: tuple[str, ...] = ("kernel", "syscall", "event loop", "server", "app")
+LAYER_ORDER: tuple[str, ...] = ("kernel", "syscall", "event loop", "server", "app", "unobserved")
 BAR_BACKGROUND = "#1c1c1c"
+NO_STAGE_COLOR = "grey35"
 
 
 class StageLike(Protocol):
@@ -77,45 +79,67 @@ def bar_cells(
     bar = Style(color=color, bgcolor=background)
     inverse = Style(color=background, bgcolor=color)
     empty = Style(bgcolor=background)
+    # Whole cells before, partial first cell, whole cells, partial last cell, whole after:
+    # appended as runs (a few appends per bar, not one per cell).
+    run_text, run_style = "", empty
     for cell in range(width):
         lo, hi = cell * 8, cell * 8 + 8
         covered_lo, covered_hi = max(lo, first), min(hi, last)
         covered = covered_hi - covered_lo
         if covered <= 0:
-            text.append(" ", empty)
+            glyph, style = " ", empty
         elif covered == 8:
-            text.append("█", bar)
+            glyph, style = "█", bar
         elif covered_lo == lo:  # bar covers the left part of the cell
-            text.append(EIGHTHS[covered], bar)
+            glyph, style = EIGHTHS[covered], bar
         else:  # bar covers the right part: draw the uncovered left part inverted
-            text.append(EIGHTHS[covered_lo - lo], inverse)
+            glyph, style = EIGHTHS[covered_lo - lo], inverse
+        if style is run_style:
+            run_text += glyph
+        else:
+            if run_text:
+                text.append(run_text, run_style)
+            run_text, run_style = glyph, style
+    if run_text:
+        text.append(run_text, run_style)
     return text
 
 
-def mini_waterfall(stages: Iterable[StageLike], start: int, end: int, width: int) -> Text:
-    """One cell row showing every stage of a request on its own time axis, by layer colour.
+def mini_waterfall_cells(
+    stages: Iterable[StageLike], start: int, end: int, width: int
+) -> list[tuple[str, str]]:
+    """(glyph, colour) per cell of a one-row waterfall on the request's own time axis.
 
-    Where several stages share a cell the longer one wins, so the dominant stage shows.
+    Where several stages share a cell the longer one wins, so the dominant stage shows; a
+    cell no stage covers is a grey "·".
     """
-    stages = list(stages)
-    cells: list[tuple[float, str]] = [(0.0, "")] * width
+    cells: list[tuple[float, str]] = [(0.0, "")] * max(width, 0)
     span = end - start
     if width <= 0 or span <= 0:
-        return Text(" " * max(width, 0))
+        return [(" ", "")] * max(width, 0)
+    scale = width / span
     for stage in stages:
-        a = (stage.start_ns - start) / span * width
-        b = (stage.end_ns - start) / span * width
+        a = (stage.start_ns - start) * scale
+        b = (stage.end_ns - start) * scale
         for cell in range(max(0, int(a)), min(width, int(b) + 1)):
             overlap = min(b, cell + 1) - max(a, cell)
             if overlap > cells[cell][0]:
                 cells[cell] = (overlap, stage.layer)
-    text = Text()
+    out = []
     for overlap, layer in cells:
         if not layer:
-            text.append("·", "grey35")
+            out.append(("·", NO_STAGE_COLOR))
         else:
             glyph = "█" if overlap >= 0.75 else EIGHTHS[max(1, round(overlap * 8))]
-            text.append(glyph, layer_color(layer))
+            out.append((glyph, layer_color(layer)))
+    return out
+
+
+def mini_waterfall(stages: Iterable[StageLike], start: int, end: int, width: int) -> Text:
+    """One cell row showing every stage of a request on its own time axis, by layer colour."""
+    text = Text()
+    for glyph, color in mini_waterfall_cells(stages, start, end, width):
+        text.append(glyph, color or None)
     return text
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from rich.text import Text
 
 from dashboards.feed import FeedStatus, RunInfo
@@ -29,54 +31,100 @@ def coverage_text(coverage: dict[str, str]) -> Text:
     return text
 
 
+@dataclass
+class ListState:
+    """What the header says about the list: filter, thinning, pause, follow."""
+
+    paused: bool = False
+    follow: bool = True
+    pending: int = 0  # requests arrived while paused
+    filter_text: str = ""
+    matched: int = 0  # requests that passed the filter since it was set
+    thinning: bool = False  # the list left requests out in the last seconds
+
+
+def _fit(items: list[tuple[int, Text]], width: int) -> Text:
+    """Join the items (priority, text) that fit in `width`, most important first, in order."""
+    chosen: set[int] = set()
+    used = 0
+    for index in sorted(range(len(items)), key=lambda i: items[i][0]):
+        size = items[index][1].cell_len
+        if used + size <= width or not items[index][0]:  # priority 0: always (then cut)
+            chosen.add(index)
+            used += size
+    line = Text(no_wrap=True, overflow="ellipsis", end="")
+    for index, (_, text) in enumerate(items):
+        if index in chosen:
+            line.append_text(text)
+    return line
+
+
+def _part(text: str, style: str = "") -> Text:
+    return Text(text, style=style, end="")
+
+
 def header_lines(
     info: RunInfo,
     status: FeedStatus,
-    rates: list[float],
-    paused: bool,
-    follow: bool,
-    pending: int,
+    rates: list[float],  # requests per complete second, oldest first
+    state: ListState,
     total: int = 0,
+    width: int = 160,
 ) -> Text:
-    text = Text(no_wrap=True, overflow="ellipsis")
-    text.append(" reqtrace ", "bold reverse #5fafff")
-    text.append(f" {info.title}", "bold")
+    """Two lines, each fitted to `width`: what runs, then how busy, lost, filter, list state.
+
+    What does not fit is left out, least important first (probe coverage, buffers, fds),
+    so the request rate, the filter and the pause state are always there.
+    """
+    first: list[tuple[int, Text]] = [
+        (0, _part(" reqtrace ", "bold reverse #5fafff")),
+        (0, _part(f" {info.title}", "bold")),
+    ]
     if info.address:
-        text.append(f"  {info.address}")
+        first.append((2, _part(f"  {info.address}")))
     if info.server_pid:
-        text.append(f"  pid {info.server_pid}", "grey70")
+        first.append((3, _part(f"  pid {info.server_pid}", "grey70")))
     if info.runs_as:
         style = "bold red" if info.runs_as == "root" else "grey70"
-        text.append(f" as {info.runs_as}", style)
+        first.append((1 if info.runs_as == "root" else 4, _part(f" as {info.runs_as}", style)))
     if status.message:
-        text.append(f"  {status.message}", "bold yellow")
-    text.append("\n ")
-    if info.coverage:
-        text.append("probes ", "grey70")
-        text.append_text(coverage_text(info.coverage))
-        text.append("  ")
+        first.append((0, _part(f"  {status.message}", "bold yellow")))
+    second: list[tuple[int, Text]] = [(9, _part(" "))]
     if info.live:
-        # The last complete second (the current one is still filling).
-        rate = rates[-2] if len(rates) >= 2 else (rates[-1] if rates else 0.0)
-        text.append_text(sparkline(rates, 20))
-        text.append(f" {rate:,.0f} req/s", "bold")
+        rate = rates[-1] if rates else 0.0  # the last complete second
+        second.append((3, sparkline(rates, 20 if width >= 120 else 10) + _part(" ")))
+        second.append((0, _part(f"{rate:,.0f} req/s", "bold")))
     else:
-        text.append(f"{total:,} requests", "bold")
+        second.append((0, _part(f"{total:,} requests", "bold")))
     lost_style = "bold red" if status.lost_records else "grey70"
-    text.append(f"  lost {status.lost_records:,}", lost_style)
-    if status.dropped_for_display:
-        text.append(f" (+{status.dropped_for_display:,} not shown)", "yellow")
+    second.append((1, _part(f"  lost {status.lost_records:,}", lost_style)))
+    if state.filter_text:
+        second.append(
+            (
+                0,
+                _part(
+                    f"  filter: {state.filter_text} ({state.matched:,} match)",
+                    "bold reverse yellow",
+                ),
+            )
+        )
+    if state.paused:
+        second.append((0, _part(f"  PAUSED (+{state.pending:,} new)", "bold reverse yellow")))
+    elif state.follow:
+        second.append((5, _part("  following", "grey50")))
+    if state.thinning:
+        second.append((2, _part("  list: slowest+failed+newest", "yellow")))
+    if status.ended and info.live:
+        second.append((0, _part("  run ended", "bold yellow")))
     if status.open_fds is not None:
         limit = f"/{status.fd_limit:,}" if status.fd_limit else ""
-        text.append(f"  fds {status.open_fds:,}{limit}", "grey70")
+        second.append((6, _part(f"  fds {status.open_fds:,}{limit}", "grey70")))
     if status.rcvbuf is not None or status.sndbuf is not None:
-        text.append(
-            f"  rcvbuf {format_bytes(status.rcvbuf)} sndbuf {format_bytes(status.sndbuf)}", "grey70"
-        )
-    if paused:
-        text.append(f"  PAUSED (+{pending:,} new)", "bold reverse yellow")
-    elif follow:
-        text.append("  following", "grey50")
-    if status.ended and info.live:
-        text.append("  run ended", "bold yellow")
+        buffers = f"  rcvbuf {format_bytes(status.rcvbuf)} sndbuf {format_bytes(status.sndbuf)}"
+        second.append((7, _part(buffers, "grey70")))
+    if info.coverage:
+        second.append((8, _part("  probes ", "grey70") + coverage_text(info.coverage)))
+    text = _fit(first, width)
+    text.append("\n")
+    text.append_text(_fit(second, width))
     return text

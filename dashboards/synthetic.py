@@ -4,7 +4,7 @@
 makes a stream of them the way the demo's load looks (/, /json, /slow, /cpu, uploads, large
 responses, errors), cheaply enough to feed tens of thousands a second: each trace is a
 precomputed template shifted to its time. `PacedFeeder` is a thread that puts them into a
-LiveFeed at a fixed rate, as the tracer's pipeline thread does (a batch every 10 ms), and
+LiveFeed at a fixed rate, as the tracer's pipeline thread does (a batch every 20 ms), and
 counts the CPU time its `put()` calls cost, which is the dashboard's work done on the
 producer's thread.
 
@@ -188,7 +188,7 @@ class PacedFeeder(threading.Thread):
         self,
         feed: LiveFeed,
         rate: float,
-        period_s: float = 0.01,
+        period_s: float = 0.02,
         source: TraceSource | None = None,
     ) -> None:
         super().__init__(name="synthetic-feeder", daemon=True)

@@ -480,11 +480,13 @@ def measure_main(argv: list[str]) -> int:
     for rate in args.rate:
         run = synthetic_run(rate, args.warmup, args.window, (width, height), args.keys)
         runs.append(run.as_dict())
+        put = run.put_cpu_s / run.window_s * 100
+        rest = (run.feeder_cpu_s - run.put_cpu_s) / run.window_s * 100
         line = (
             f"{run.rate:8,.0f} req/s: dashboard {run.dashboard_percent:5.1f}% of a core "
-            f"(of which feed.put {run.put_cpu_s / run.window_s * 100:.1f}%; feeder "
-            f"{run.feeder_cpu_s / run.window_s * 100:.1f}% not counted), RSS "
-            f"{run.rss_mib[0][1]:.0f} -> {run.rss_mib[-1][1]:.0f} MiB over {run.window_s:.0f} s"
+            f"(of which {put:.1f}% in feed.put on the producer thread; making the traces "
+            f"{rest:.1f}% not counted), RSS {run.rss_mib[0][1]:.0f} -> "
+            f"{run.rss_mib[-1][1]:.0f} MiB over {run.window_s:.0f} s"
         )
         if run.key_latencies_ms:
             line += (
