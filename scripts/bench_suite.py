@@ -66,7 +66,7 @@ class Settings:
     paced_seconds: float = 30.0
 
 
-SECTIONS = ("server", "traced", "budget", "correlator", "dashboard")
+SECTIONS = ("server", "traced", "budget", "correlator", "otlp", "dashboard")
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings]:
@@ -154,6 +154,7 @@ class Measurements:
         self.correlator_workload: dict[str, int] = {}
         self.dashboard: list[dict[str, float]] = []
         self.budget: list[dict[str, Any]] = []
+        self.otlp_us: list[float] = []
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -162,6 +163,7 @@ class Measurements:
             "correlator": {**self.correlator, "workload": self.correlator_workload},
             "dashboard": self.dashboard,
             "budget": self.budget,
+            "otlp_us_per_request": self.otlp_us,
         }
 
 
@@ -356,6 +358,22 @@ def build_rows(settings: Settings, found: Measurements) -> list[Row]:
                 f"live arrival order), single thread; baseline = pushing the same records "
                 f"through the reorder window only (the floor any correlation costs). "
                 f"Target for live runs: >= 200k records/s.",
+            )
+        )
+    if found.otlp_us:
+        pipeline = [
+            run["pipeline_cpu_us_per_request"] for run in found.traced["traced"]
+        ]  # the same run's pipeline, beside it
+        rows.append(
+            compared(
+                "OTLP export CPU µs per request (offline) | tracer pipeline (traced)",
+                _stats(found.otlp_us, higher_is_better=False),
+                _stats(pipeline, higher_is_better=False) if pipeline else None,
+                "building a request's spans (one per stage) and encoding them with the "
+                "OpenTelemetry exporter's protobuf encoder (scripts/bench_otlp.py), no network; "
+                "the live exporter runs on its own thread, capped at 25% of a core, and "
+                "drops (counted) what it cannot send.",
+                digits=1,
             )
         )
     if found.dashboard:
@@ -694,6 +712,11 @@ def run_rounds(settings: Settings, found: Measurements) -> None:
                     traced_round(settings, found, n)
                 if bench_correlator is not None:
                     correlator_round(bench_correlator, records, found, n)
+                if "otlp" not in skip:
+                    from scripts.bench_otlp import measure as otlp_measure
+
+                    found.otlp_us.append(otlp_measure(requests=1_024, rounds=3))
+                    say(f"  otlp       {found.otlp_us[-1]:,.1f} µs of CPU per request")
                 if "dashboard" not in skip:
                     dashboard_round(settings, found)
             if "budget" not in skip and found.traced["untraced"]:

@@ -77,6 +77,11 @@ class SessionView:
         pipeline = self._session.pipeline
         return pipeline.counters.lost_records if pipeline is not None else 0
 
+    def otlp_dropped(self) -> int | None:
+        """Requests the OTLP exporter dropped (None: no --otlp-endpoint)."""
+        sink = self._session.otlp
+        return None if sink is None else sink.dropped
+
     def stop_reason(self) -> str:
         """Why the run is ending ("" while it goes on; "stopped" when asked to stop)."""
         return self._session.should_stop()
