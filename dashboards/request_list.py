@@ -257,7 +257,7 @@ class RequestList(ScrollView, can_focus=True):
         A row that stays keeps its place on screen (the scroll offset moves with it).
         """
         current, old_index = self.current, self.cursor
-        old_top = self.scroll_offset.y
+        old_top, old_rows = self.scroll_offset.y, self.rows
         self.rows = rows
         self._setting_rows = True
         self._set_virtual_height(len(rows))
@@ -278,7 +278,18 @@ class RequestList(ScrollView, can_focus=True):
                 self.scroll_to(y=max(0, old_top + shift), animate=False, immediate=True)
             self.cursor = min(index, last)
         self._setting_rows = False
+        if self._same_lines_shown(old_rows, old_top):
+            return  # rows came or went out of view: the scrollbar is all that changed
         self.refresh()
+
+    def _same_lines_shown(self, old_rows: Sequence[Row], old_top: int) -> bool:
+        """Whether the lines on screen show the same rows as before (nothing to repaint)."""
+        top, height = self.scroll_offset.y, self.scrollable_content_region.height
+        if not height:
+            return False
+        before = old_rows[old_top : old_top + height]
+        after = self.rows[top : top + height]
+        return len(before) == len(after) and all(a is b for a, b in zip(before, after, strict=True))
 
     def _set_virtual_height(self, height: int) -> None:
         """The scrollable height; without a layout pass while the scrollbar stays shown.
@@ -313,7 +324,7 @@ class RequestList(ScrollView, can_focus=True):
 
     # -- cursor ------------------------------------------------------------------------
 
-    def watch_cursor(self, cursor: int) -> None:
+    def watch_cursor(self, old: int, cursor: int) -> None:
         height = max(1, self.scrollable_content_region.height)
         top = self.scroll_offset.y
         if cursor < top:
@@ -324,7 +335,11 @@ class RequestList(ScrollView, can_focus=True):
         if row is not self._highlighted:
             self._highlighted = row
             self.post_message(self.Highlighted(row, by_new_rows=self._setting_rows))
-        self.refresh()
+        if self._setting_rows or self.scroll_offset.y != top:
+            self.refresh()
+        else:  # a key moved the cursor in view: repaint just the two lines
+            self.refresh_line(old)
+            self.refresh_line(cursor)
 
     def _move_to(self, index: int) -> None:
         if not self.rows:
