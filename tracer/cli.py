@@ -110,7 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="per-stage breakdown of a recording")
     report.add_argument("file")
-    report.add_argument("--json", action="store_true", help="machine-readable output")
+    report_format = report.add_mutually_exclusive_group()
+    report_format.add_argument("--json", action="store_true", help="machine-readable output")
+    report_format.add_argument(
+        "--html",
+        action="store_true",
+        help="one self-contained page (histograms, waterfalls of the slowest requests) to share",
+    )
+    report.add_argument(
+        "-o", "--output", default="-", metavar="OUT", help="write to OUT ('-': stdout, the default)"
+    )
     report.add_argument(
         "--by",
         choices=["path", "route", "status"],

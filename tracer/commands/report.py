@@ -1,15 +1,24 @@
-"""`reqtrace report FILE [--json]`: load a recording, print its per-stage breakdown."""
+"""`reqtrace report FILE [--json | --html] [-o OUT]`: load a recording, show its per-stage
+breakdown: rich tables on the terminal, the documented JSON, or one self-contained HTML page
+(tracer/recording/html_report.py) to attach to a ticket.
+
+OUT is written like an export (mode 0600, owned by the invoking user under sudo): a report
+names the recording's paths and holders. "-" (the default) is standard output.
+"""
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import sys
 
 from rich.console import Console
 
 from tracer.recording.reader import RecordingError, load_recording
 from tracer.recording.report import build_report, render_report
+from tracer.recording.writer import open_private, write_all
 
 
 def run_report(
@@ -18,6 +27,8 @@ def run_report(
     by: str | None = None,
     path_glob: str | None = None,
     slower_than_ms: float | None = None,
+    html: bool = False,
+    output: str = "-",
 ) -> int:
     """The `reqtrace report` command; returns the exit code."""
     try:
@@ -25,16 +36,49 @@ def run_report(
     except RecordingError as exc:
         print(f"reqtrace report: {exc}", file=sys.stderr)
         return 1
-    report = build_report(recording, by, path_glob, slower_than_ms)
-    if as_json:
-        json.dump(report, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+    if html:
+        from tracer.recording.html_report import build_html
+
+        text = build_html(recording, by=by, path=path_glob, slower_than_ms=slower_than_ms)
+    else:
+        report = build_report(recording, by, path_glob, slower_than_ms)
+        if as_json:
+            text = json.dumps(report, indent=2) + "\n"
+        elif output == "-":
+            render_report(report, Console())
+            return 0
+        else:
+            buffer = io.StringIO()
+            render_report(report, Console(file=buffer, width=120, color_system=None))
+            text = buffer.getvalue()
+    if as_json or html:
         for problem in recording.problems:
             print(f"reqtrace report: warning: {problem}", file=sys.stderr)
-    else:
-        render_report(report, Console())
+    if output == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return 0
+    try:
+        fd = open_private(output)
+        try:
+            write_all(fd, text.encode())
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        print(f"reqtrace report: cannot write {output}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    kind = "HTML report" if html else "report"
+    print(f"reqtrace report: wrote the {kind} of {path} to {output}", file=sys.stderr)
     return 0
 
 
 def report_command(args: argparse.Namespace) -> int:
-    return run_report(args.file, args.json, args.by, args.path, args.slower_than)
+    return run_report(
+        args.file,
+        args.json,
+        args.by,
+        args.path,
+        args.slower_than,
+        html=args.html,
+        output=args.output,
+    )
