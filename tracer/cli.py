@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "demo": "tracer.commands.run:demo_command",
     "show": "tracer.commands.show:show_command",
     "report": "tracer.commands.report:report_command",
+    "explain": "tracer.commands.explain:explain_command",
     "export": "tracer.commands.export:export_command",
     "diff": "tracer.commands.diff:diff_command",
     "doctor": "tracer.commands.doctor:doctor_command",
@@ -128,6 +129,25 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--path", metavar="GLOB", help="only requests whose path matches")
     report.add_argument(
         "--slower-than", type=float, metavar="MS", help="only requests slower than MS ms"
+    )
+
+    explain = commands.add_parser(
+        "explain",
+        help="one request's journey as a Markdown handout (teaching text, Mermaid diagram)",
+    )
+    explain.add_argument("file")
+    which = explain.add_mutually_exclusive_group()
+    which.add_argument("--request", type=int, metavar="ID", help="the request with this id")
+    which.add_argument(
+        "--slowest",
+        action="store_true",
+        help="the slowest complete request (the default)",
+    )
+    which.add_argument(
+        "--path", metavar="GLOB", help="the slowest complete request whose path matches"
+    )
+    explain.add_argument(
+        "-o", "--output", default="-", metavar="OUT", help="write to OUT ('-': stdout, the default)"
     )
 
     export = commands.add_parser(
