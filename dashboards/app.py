@@ -47,6 +47,7 @@ FOLLOW_DETAIL_HZ = 1
 COMPACT_BELOW = 34  # terminal lines: fewer, and the compact layout is used
 MIN_LIST_ROWS = 5
 FREEZE_EVERY_S = 0.5  # see _freeze_long_lived: every tick
+COLLECT_EVERY_S = 60.0
 REQUIRED_STAGES = [name for name in STAGE_NAMES if name not in OPTIONAL_STAGES]
 SORTS = {"1": "time", "2": "total", "3": "dominant", "4": "path", "5": "status"}
 
@@ -105,6 +106,7 @@ class ReqtraceApp(App[None]):
         self._shown_version = -1  # the store's version the list shows
         self._seen_at_pause = 0
         self._frozen_at = 0.0
+        self._collected_at = self.clock()
         self._stage_name = ""  # the waterfall's highlighted stage
 
     # -- layout ------------------------------------------------------------------------
@@ -135,12 +137,20 @@ class ReqtraceApp(App[None]):
 
         Traces are named tuples, which the collector never untracks (it does so for plain
         tuples only): at 20,000 req/s the tens of thousands the store keeps made every full
-        pass (about one a second) stall all threads for 50-110 ms, most of the key-to-screen
+        pass (about two a second) stall all threads for 50-110 ms, most of the key-to-screen
         latency's tail. What is frozen is still freed by reference counting when the store
-        lets go of it; only a reference cycle alive at the moment of freezing would stay.
+        lets go of it; a reference cycle alive at the moment of freezing waits for the
+        full pass made once a minute.
         """
+        now = self.clock()
+        if now - self._collected_at >= COLLECT_EVERY_S:
+            # Once a minute, a full pass over everything: a cycle that was alive when frozen
+            # is collected then (one pause a minute instead of two a second).
+            self._collected_at = now
+            gc.unfreeze()
+            gc.collect()
         gc.freeze()
-        self._frozen_at = self.clock()
+        self._frozen_at = now
 
     def on_resize(self) -> None:
         self._apply_layout()

@@ -53,7 +53,8 @@ HELP = """\
 [b]Reading the waterfall[/b]
 Each row is one stage on the request's own time axis; colours are layers:
 [#5fafff]kernel[/#5fafff], [#d787ff]syscall[/#d787ff], [#ffd75f]event loop[/#ffd75f], \
-[#87d787]server[/#87d787], [#ff875f]app[/#ff875f].
+[#87d787]server[/#87d787], [#ff875f]app[/#ff875f]; [grey50]unobserved[/grey50]: time between two \
+observed stages, with its reason (no silent gaps).
   █ ▏▎▍▌▋▊▉        the stage's bar, to an eighth of a cell; a cell where a bar starts
                    part-way shows the uncovered part in inverse colours
   [grey27]·······[/grey27]          a stage not observed for this request ("not seen"; the lesson
