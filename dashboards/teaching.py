@@ -417,7 +417,6 @@ def gap_explanation(hidden: int, received: int, interval_ms: float, rate: float)
         "now). No one can read that many lines, so the list keeps the slowest, the failed "
         "and the newest requests of every interval and counts the rest here. Every request "
         "still counts in the rate, the aggregate view (a) and the recording; a filter (/) "
-        "narrows what is listed before this choice is made; ctrl+s saves the recent "
-        "requests that match the filter."
+        "narrows what is listed before this choice is made; ctrl+s saves what is listed."
     )
     return text
