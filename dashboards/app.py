@@ -84,6 +84,7 @@ class ReqtraceApp(App[None]):
         Binding("escape", "back", "back", show=False),
         Binding("ctrl+s", "save", "save"),
         Binding("s", "screenshot_svg", "screenshot", show=False),
+        Binding("h", "holder", "loop holder", show=False),
         *(
             Binding(key, f"sort('{name}')", f"sort {name}", show=False)
             for key, name in SORTS.items()
@@ -395,6 +396,27 @@ class ReqtraceApp(App[None]):
         if left_out:
             what += f"; {left_out:,} more passed but were not listed"
         self.notify(f"saved {what} to {path}", timeout=8)
+
+    def action_holder(self) -> None:
+        """Jump to the request that held the event loop longest while the shown request
+        waited for it (its loop_busy, loop_queue or handoff stage; the lesson names it)."""
+        trace = self.query_one(Waterfall).trace
+        if trace is None:
+            return
+        stage = self._stage_name if trace.blame_of(self._stage_name) else ""
+        entries = [b for b in (trace.blame_of(stage) if stage else trace.blame) if b.holder]
+        if not entries:
+            self.notify("no traced request held the event loop while this one waited")
+            return
+        holder_id = max(entries, key=lambda entry: entry.ns).holder
+        requests = self.query_one(RequestList)
+        for index, row in enumerate(requests.rows):
+            if isinstance(row, RequestTrace) and row.id == holder_id:
+                self.remove_class("-drilled")
+                requests.focus()
+                requests._move_to(index)
+                return
+        self.notify(f"request {holder_id} is no longer listed (filtered out or scrolled away)")
 
     def action_screenshot_svg(self) -> None:
         name = time.strftime("reqtrace-screenshot-%Y%m%d-%H%M%S.svg")

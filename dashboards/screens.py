@@ -30,6 +30,8 @@ HELP = """\
   [b]space[/b]            pause / resume the list (requests keep being counted and recorded)
   [b]f[/b]                follow the newest request on / off
   [b]a[/b]                aggregate view: per-stage p50/p99 and the slowest requests
+  [b]h[/b]                jump to the request that held the event loop while this one
+                   waited (loop_busy, loop_queue, handoff: the lesson names it)
   [b]ctrl+s[/b]           save the requests listed (those the filter shows) to a .jsonl
   [b]s[/b]                save a screenshot (SVG)
   [b]ctrl+p[/b]           command palette (every action is there)

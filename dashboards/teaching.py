@@ -157,7 +157,8 @@ def holders_text(t: RequestTrace, s: Stage) -> str:
             parts.append(f"work no traced request accounts for, {format_duration(entry.ns)}")
     if not parts:
         return "No other request's code was seen on the loop meanwhile (one loop iteration)."
-    return "The loop was held by " + "; ".join(parts) + "."
+    jump = " Press h to jump to it." if any(entry.holder for entry in t.blame_of(s.name)) else ""
+    return "The loop was held by " + "; ".join(parts) + "." + jump
 
 
 def _loop_busy(t: RequestTrace, s: Stage) -> str:

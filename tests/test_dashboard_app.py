@@ -373,3 +373,36 @@ async def test_the_help_explains_every_glyph_the_dashboard_shows() -> None:
     # µ is a unit; ▁▕ are Textual's scrollbars and ─ the pane border; the rest are ours.
     unexplained = {c for c in seen - {"µ", "▁", "▕", "─"} if c not in HELP}
     assert not unexplained, f"glyphs on screen the help does not explain: {sorted(unexplained)}"
+
+
+async def test_h_jumps_from_a_waiting_request_to_the_one_that_held_the_loop() -> None:
+    """The lesson of a loop wait names the holder; h moves the list to it (issue 13)."""
+    from tracer.model.trace import Blame, Stage
+
+    traces = _traces(10)
+    holder = traces[3]._replace(path="/cpu")
+    waiter = traces[8]
+    wait = Stage("loop_queue", "event loop", waiter.start_ns, waiter.start_ns + 1_000)
+    waiter = waiter._replace(
+        stages=(wait, *waiter.stages),
+        blame=(Blame("loop_queue", holder.id, "GET", "/cpu", 9_800_000),),
+    )
+    traces[3], traces[8] = holder, waiter
+    info = RunInfo(title="recording test.jsonl", live=False)
+    app = ReqtraceApp(RecordingFeed(info, traces, FeedStatus()))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        requests = app.query_one(RequestList)
+        await pilot.press("G", "k")  # the waiter (id 8): one above the newest
+        assert requests.current is not None and requests.current.id == waiter.id
+        await pilot.press("enter")
+        for _ in range(12):  # up the waterfall to the loop_queue row (the dominant one is lit)
+            await pilot.pause()
+            if _explain_text(app).startswith("loop_queue"):
+                break
+            await pilot.press("k")
+        text = _explain_text(app).replace("\n", " ")
+        assert "GET /cpu (request 3) for 9,800 µs" in text and "Press h" in text
+        await pilot.press("h")
+        await pilot.pause()
+        assert requests.current is not None and requests.current.id == holder.id
