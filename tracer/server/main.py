@@ -15,6 +15,11 @@ skips the waiting.
 
 `on_started(ServerInfo)` is called once the sockets listen, before any request is served:
 `run` reads the port (to filter probes), the pid and the loop thread's tid from it.
+`on_app_loaded()` is awaited right after the app is imported, before lifespan startup: the
+server child of `run` reports the import there and waits for the tracer's go (it returns
+None to go on, or the exit code to stop with). `on_stop_accepting(connections)` is called
+at shutdown once the listening sockets are closed, before the drain, with the number of
+connections still open.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,10 +104,15 @@ class Server:
         config: Config,
         hook_sink: HookSink | None = None,
         on_started: Callable[[ServerInfo], None] | None = None,
+        on_app_loaded: Callable[[], Awaitable[int | None]] | None = None,
+        on_stop_accepting: Callable[[int], None] | None = None,
     ) -> None:
         self.config = config
         self.hook_sink = hook_sink
         self.on_started = on_started
+        self.on_app_loaded = on_app_loaded
+        self.on_stop_accepting = on_stop_accepting
+        self.load_error: AppLoadError | None = None  # why the app could not be loaded
         self.info: ServerInfo | None = None
         self.state: ServerState | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -164,8 +174,15 @@ class Server:
         try:
             app = load_app(config)
         except AppLoadError as exc:
+            self.load_error = exc
             logger.error("Error loading ASGI app: %s", exc)
+            if exc.detail:
+                logger.error("%s", exc.detail)
             return 1
+        if self.on_app_loaded is not None:
+            code = await self.on_app_loaded()
+            if code is not None:
+                return code
         emit = None
         sink = self.hook_sink
         if sink is None and config.hook_fd is not None:
@@ -249,6 +266,8 @@ class Server:
         state.shutting_down = True
         for server in servers:
             server.close()
+        if self.on_stop_accepting is not None:
+            self.on_stop_accepting(len(state.connections))
         for connection in list(state.connections):
             connection.shutdown()
         deadline = time.monotonic() + self.config.timeout_graceful_shutdown
