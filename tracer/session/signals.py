@@ -32,6 +32,35 @@ def exit_cleanly_on_signals() -> Iterator[None]:
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+SIGNAL_REASONS: dict[int, str] = {
+    signal.SIGINT: "Ctrl-C (SIGINT)",
+    signal.SIGTERM: "SIGTERM",
+    signal.SIGHUP: "SIGHUP",
+}
+
+
+class StopRequest(threading.Event):
+    """An Event that remembers why it was first set, and how many times it was asked.
+
+    `set()` (e.g. the dashboard's request_stop) is a stop without a stated reason; the
+    first reason given wins. `count` lets a second Ctrl-C mean "stop waiting".
+    """
+
+    DEFAULT_REASON = "asked to stop"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reason = ""
+        self.count = 0
+
+    def request(self, reason: str) -> None:
+        self.count += 1
+        if not self.reason:
+            self.reason = reason
+        super().set()
+
+    def set(self) -> None:
+        self.request(self.DEFAULT_REASON)
 
 
 @contextlib.contextmanager
@@ -43,8 +72,11 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
     middle of a cleanup step. Previous handlers are restored on the way out.
     """
 
-    def _request_stop(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
+    def _request_stop(signum: int, _frame: FrameType | None) -> None:
+        if isinstance(stop, StopRequest):
+            stop.request(SIGNAL_REASONS.get(signum, f"signal {signum}"))
+        else:
+            stop.set()
 
     previous = {sig: signal.signal(sig, _request_stop) for sig in STOP_SIGNALS}
     try:
