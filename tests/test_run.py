@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -120,10 +121,9 @@ def test_a_server_that_dies_is_reported_with_its_status(tmp_path: Path) -> None:
         text=True,
         timeout=120,
     )
-    assert result.returncode == 2
-    assert "the server exited at startup with status 1" in result.stderr
-    assert "no_such_module_xyz" in result.stderr
-    assert "Traceback (most recent call last)" not in result.stderr.split("status 1")[0]
+    assert result.returncode == 1  # as `reqtrace serve` (tests/test_run_startup.py)
+    assert 'Error loading ASGI app: could not import module "no_such_module_xyz"' in result.stderr
+    assert "Traceback (most recent call last)" not in result.stderr
 
 
 def test_max_requests_and_slower_than_bound_a_staging_run(tmp_path: Path) -> None:
@@ -175,7 +175,7 @@ def test_sigterm_right_after_start_still_stops_cleanly(tmp_path: Path) -> None:
     ) as process:
         wait_listening(port, process)  # the listener exists before the server is started
         _out, err = stop(process)
-    assert "requests traced" in err
+    assert re.search(r"\d+ requests? traced", err)
     recording = load_recording(str(recording_path))
     assert recording.footer is not None and not recording.problems
 

@@ -29,7 +29,36 @@ COMMANDS: dict[str, str] = {
 }
 
 
-def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+EXIT_STATUSES = """\
+exit status (every command):
+  0    done; for run and demo: stopped as asked (Ctrl-C, SIGTERM, --duration,
+       --max-requests, q)
+  1    the app or its server failed (cannot import the app, a crash), as with
+       `serve`; 3 when the app's lifespan startup failed (uvicorn's code); for a
+       file command (report, export, ...): the file could not be read or written;
+       diff --exit-code: some stage moved
+  2    bad usage, or cannot do it here (not root, no BCC, port in use, --record
+       folder missing or file already there, unusable --python)
+  130  interrupted (Ctrl-C) before the job was done
+"""
+
+RECORDING_HELP = "a recording made with reqtrace run --record (JSON Lines)"
+
+RUN_NOTES = (
+    """\
+the app's Python: --python PATH, else the active virtualenv ($VIRTUAL_ENV; sudo keeps
+it only with -E), else a .venv or venv folder in --app-dir or the current directory,
+else reqtrace's own. The app runs there, as the sudo caller (or --user), with its own
+packages, as under uvicorn; httptools must be importable there (reqtrace lends its own
+when the Python versions match). Under sudo, call reqtrace by its path:
+  sudo "$(command -v reqtrace)" run app:app
+
+"""
+    + EXIT_STATUSES
+)
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser, app_python: bool = True) -> None:
     trace = parser.add_argument_group("tracing")
     trace.add_argument("--record", metavar="FILE", help="write every request to a recording")
     trace.add_argument(
@@ -37,12 +66,23 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="also write every kernel and hook record, to replay the correlation later",
     )
+    trace.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite the --record/--record-raw files if they exist (refused by default)",
+    )
     trace.add_argument("--no-tui", action="store_true", help="log one line per request instead")
     trace.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     trace.add_argument("--max-requests", type=int, metavar="N", help="stop after N requests")
     trace.add_argument(
         "--user", metavar="NAME", help="run the app as NAME (default: the sudo caller)"
     )
+    if app_python:
+        trace.add_argument(
+            "--python",
+            metavar="PATH",
+            help="the app's interpreter, or its virtualenv folder (default: see below)",
+        )
     trace.add_argument(
         "--slower-than",
         type=float,
@@ -84,33 +124,50 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reqtrace",
         description="Follow HTTP requests from the network card to a Python ASGI app and back.",
+        epilog=EXIT_STATUSES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"reqtrace {__version__}")
+    parser.add_argument("-V", "--version", action="version", version=f"reqtrace {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     serve = commands.add_parser(
-        "serve", help="run an ASGI app on the bundled server (no tracing, no root needed)"
+        "serve",
+        help="run an ASGI app on the bundled server (no tracing, no root needed)",
+        epilog=EXIT_STATUSES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_server_arguments(serve)
     add_hook_arguments(serve)
 
-    run = commands.add_parser("run", help="serve an ASGI app and trace every request (needs root)")
+    run = commands.add_parser(
+        "run",
+        help="serve an ASGI app and trace every request (needs root)",
+        epilog=RUN_NOTES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_server_arguments(run)
     _add_run_arguments(run)
 
     demo = commands.add_parser(
-        "demo", help="an example app under built-in load, traced live (needs root)"
+        "demo",
+        help="an example app under built-in load, traced live (needs root)",
+        epilog=EXIT_STATUSES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any)")
-    demo.add_argument("--rate", type=float, default=60.0, help="requests per second of load")
-    demo.add_argument("--connections", type=int, default=4, help="client connections")
-    _add_run_arguments(demo)
+    demo.add_argument(
+        "--rate", type=float, default=60.0, help="requests per second of load (default %(default)g)"
+    )
+    demo.add_argument(
+        "--connections", type=int, default=4, help="client connections (default %(default)s)"
+    )
+    _add_run_arguments(demo, app_python=False)
 
     show = commands.add_parser("show", help="open the dashboard on a recording")
-    show.add_argument("file")
+    show.add_argument("file", help=RECORDING_HELP)
 
     report = commands.add_parser("report", help="per-stage breakdown of a recording")
-    report.add_argument("file")
+    report.add_argument("file", help=RECORDING_HELP)
     report_format = report.add_mutually_exclusive_group()
     report_format.add_argument("--json", action="store_true", help="machine-readable output")
     report_format.add_argument(
@@ -135,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
         "explain",
         help="one request's journey as a Markdown handout (teaching text, Mermaid diagram)",
     )
-    explain.add_argument("file")
+    explain.add_argument("file", help=RECORDING_HELP)
     which = explain.add_mutually_exclusive_group()
     which.add_argument("--request", type=int, metavar="ID", help="the request with this id")
     which.add_argument(
@@ -153,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser(
         "export", help="convert a recording (Perfetto, plain JSON, OpenTelemetry OTLP)"
     )
-    export.add_argument("file")
+    export.add_argument("file", help=RECORDING_HELP)
     export.add_argument("--format", choices=["perfetto", "json", "otlp"], required=True)
     export.add_argument(
         "-o",

@@ -3,22 +3,28 @@ how its outcome is told (dashboard or headless log, final report, exit status).
 
 The session itself (tracer/session/run_session.py) knows nothing of argparse or of the
 dashboard; this module chooses how to wait for it: the live dashboard or `wait_headless`.
+Exit statuses (the same for every command; `reqtrace --help` lists them): 0 the run ended
+as asked, 1 the app or its server failed (3: its lifespan startup failed, as with `serve`),
+2 bad usage or cannot trace here, 130 interrupted before the server served.
 """
 
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
 from tracer.recording.export import parse_resource_attributes
 from tracer.session.run_session import (
-    EXIT_CANNOT_TRACE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SERVER,
+    EXIT_USAGE,
     RunError,
     RunOptions,
     RunResult,
     RunSession,
+    plural,
     server_log_tail,
 )
 from tracer.session.signals import stop_on_signals
@@ -29,21 +35,18 @@ DEMO_APP = "tracer.demo.app:app"
 
 def wait_headless(session: RunSession) -> None:
     """--no-tui: wait for a signal, the duration, --max-requests or the server's exit."""
-    deadline = time.monotonic() + session.options.duration if session.options.duration else None
     while True:
         reason = session.should_stop()
         if reason:
             if reason != "stopped":
-                print(f"reqtrace: {reason}", file=sys.stderr)
-            return
-        if deadline is not None and time.monotonic() >= deadline:
+                session.stop.request(reason)
             return
         session.stop.wait(0.1)
 
 
 def describe_exit(result: RunResult) -> str:
     lost = sum(result.lost_records.values())
-    parts = [f"{result.requests:,} requests traced", f"{lost:,} records lost"]
+    parts = [f"{plural(result.requests, 'request')} traced", f"{plural(lost, 'record')} lost"]
     if result.recorded or result.skipped_fast:
         parts.append(f"{result.recorded:,} recorded")
     if result.skipped_fast:
@@ -51,8 +54,6 @@ def describe_exit(result: RunResult) -> str:
     if result.otlp_exported is not None:
         parts.append(f"{result.otlp_exported:,} exported over OTLP")
         parts.append(f"{result.otlp_dropped or 0:,} OTLP drops")
-    if result.child_exited_by_itself:
-        parts.append(f"the server exited by itself with status {result.child_status}")
     return "reqtrace: " + ", ".join(parts)
 
 
@@ -62,10 +63,12 @@ def options_from_args(args: Any) -> RunOptions:
     return RunOptions(
         record=args.record,
         record_raw=args.record_raw,
-        no_tui=args.no_tui,
+        force=getattr(args, "force", False),
+        no_tui=args.no_tui or not sys.stdout.isatty(),
         duration=args.duration,
         max_requests=args.max_requests,
         user=args.user,
+        python=getattr(args, "python", None),
         slower_than_ms=args.slower_than,
         redact=not args.no_redact,
         otlp_endpoint=getattr(args, "otlp_endpoint", None),
@@ -77,8 +80,7 @@ def options_from_args(args: Any) -> RunOptions:
 def execute(session: RunSession) -> int:
     """Run a prepared session with the dashboard or headless; print the outcome."""
     options = session.options
-    if options.no_tui or not sys.stdout.isatty():
-        options.no_tui = True
+    if options.no_tui:
         wait: Callable[[RunSession], None] = wait_headless
     else:
         from dashboards.live import new_live_feed, run_dashboard
@@ -92,13 +94,15 @@ def execute(session: RunSession) -> int:
     try:
         result = session.run(wait)
     except RunError as exc:
-        print(f"reqtrace: {exc}", file=sys.stderr)
-        return EXIT_CANNOT_TRACE
+        if not exc.shown:
+            print(f"reqtrace: {exc}", file=sys.stderr)
+        return exc.exit_code
     if not options.no_tui and session.otlp is not None:  # not shown under the dashboard
         for line in session.otlp.warnings:
             print(line, file=sys.stderr)
     print(describe_exit(result), file=sys.stderr)
-    if result.child_exited_by_itself and result.server_log:
+    if result.child_exited_by_itself:
+        print(f"reqtrace: {result.stop_reason}", file=sys.stderr)
         tail = server_log_tail(result.server_log)
         if tail:
             print(f"the server's last log lines ({result.server_log}):\n{tail}", file=sys.stderr)
@@ -110,9 +114,11 @@ def execute(session: RunSession) -> int:
         render_report(build_report(session.final_recording()), Console(stderr=True))
     if options.record:
         print(f"reqtrace: recording written to {options.record}", file=sys.stderr)
-    if result.child_exited_by_itself and result.child_status:
-        return 1
-    return 0
+    if result.child_exited_by_itself:
+        return EXIT_SERVER
+    if not result.child_served and session.stop.is_set():
+        return EXIT_INTERRUPTED
+    return EXIT_OK
 
 
 def run_command(args: Any) -> int:
@@ -124,20 +130,22 @@ def run_command(args: Any) -> int:
         options = options_from_args(args)
     except ValueError as exc:
         print(f"reqtrace: {exc}", file=sys.stderr)
-        return EXIT_CANNOT_TRACE
+        return EXIT_USAGE
     return prepare_and_execute(RunSession(config, options))
 
 
 def prepare_and_execute(
     session: RunSession, when_prepared: Callable[[RunSession], None] | None = None
 ) -> int:
-    """Steps 1-7 with Ctrl-C/SIGTERM/SIGHUP turned into a stop request from the start."""
+    """The whole run, with Ctrl-C/SIGTERM/SIGHUP turned into a stop request from the start."""
     with stop_on_signals(session.stop):
         try:
             session.prepare()
         except RunError as exc:
-            print(f"reqtrace: {exc}", file=sys.stderr)
-            return EXIT_CANNOT_TRACE
+            session.abandon()
+            if not exc.shown:
+                print(f"reqtrace: {exc}", file=sys.stderr)
+            return exc.exit_code
         if when_prepared is not None:
             when_prepared(session)
         return execute(session)
@@ -154,7 +162,8 @@ def demo_command(args: Any) -> int:
         options = options_from_args(args)
     except ValueError as exc:
         print(f"reqtrace: {exc}", file=sys.stderr)
-        return EXIT_CANNOT_TRACE
+        return EXIT_USAGE
+    options.find_app_python = False  # the demo app needs nothing but reqtrace itself
 
     def add_load(session: RunSession) -> None:  # the port is known once prepared
         options.demo_load = [

@@ -1,9 +1,10 @@
 """Who the traced app runs as, and dropping to that account in the server child.
 
-Tracing needs root, the app does not. Started through sudo, the server child drops to the
-invoking user (SUDO_UID/SUDO_GID) before it imports a single line of the app; `--user NAME`
-picks another account; started by root directly (no sudo), the app runs as root and the
-dashboard says so in red.
+Tracing needs root, the app does not. Started through sudo, the server child runs as the
+invoking user (SUDO_UID/SUDO_GID): the tracer starts it as that account (`child_credentials`
+for subprocess.Popen), so neither the app's interpreter nor a line of the app ever runs as
+root, and the child checks it (`drop_to`); `--user NAME` picks another account; started by
+root directly (no sudo), the app runs as root and the dashboard says so in red.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import pwd
 from dataclasses import dataclass
+from typing import Any
 
 
 class PrivilegeError(RuntimeError):
@@ -72,23 +74,39 @@ def resolve_account(user: str | None, environ: dict[str, str] | None = None) -> 
         return Account(str(uid), uid, os.getegid(), "/")
 
 
+def child_credentials(account: Account) -> dict[str, Any]:
+    """subprocess.Popen keyword arguments that start a process as `account` (from root)."""
+    if account.uid == os.geteuid():
+        return {}
+    try:
+        groups = os.getgrouplist(account.name, account.gid)
+    except OSError:
+        groups = [account.gid]
+    return {"user": account.uid, "group": account.gid, "extra_groups": groups}
+
+
+def account_environment(account: Account) -> dict[str, str]:
+    """HOME, USER and LOGNAME of `account` (what `sudo -u` would set)."""
+    return {"HOME": account.home, "USER": account.name, "LOGNAME": account.name}
+
+
 def drop_to(account: Account) -> None:
     """Become `account` for good (supplementary groups, gid, then uid), or raise.
 
-    Called in the server child before the app is imported. Verified afterwards: a process
-    that could switch back to root has not dropped anything.
+    Called in the server child before the app is imported (usually a check only: the child
+    was started as the account). Verified afterwards: a process that could switch back to
+    root has not dropped anything.
     """
-    if os.geteuid() == account.uid and os.getegid() == account.gid:
-        return
-    try:
+    if not (os.geteuid() == account.uid and os.getegid() == account.gid):
         try:
-            os.initgroups(account.name, account.gid)
-        except OSError:
-            os.setgroups([account.gid])
-        os.setgid(account.gid)
-        os.setuid(account.uid)
-    except OSError as exc:
-        raise PrivilegeError(f"cannot switch to user {account.name}: {exc.strerror}") from exc
+            try:
+                os.initgroups(account.name, account.gid)
+            except OSError:
+                os.setgroups([account.gid])
+            os.setgid(account.gid)
+            os.setuid(account.uid)
+        except OSError as exc:
+            raise PrivilegeError(f"cannot switch to user {account.name}: {exc.strerror}") from exc
     if account.uid != 0:
         try:
             os.setuid(0)
@@ -96,4 +114,4 @@ def drop_to(account: Account) -> None:
             pass
         else:
             raise PrivilegeError(f"switched to {account.name} but could regain root; refusing")
-    os.environ.update({"HOME": account.home, "USER": account.name, "LOGNAME": account.name})
+    os.environ.update(account_environment(account))
