@@ -358,9 +358,9 @@ def test_run_explain_writes_a_private_file_and_fails_clearly(
 
     assert run_explain(str(path), request_id=6) == 0
     assert "GET `/hello`" in capsys.readouterr().out
-    assert run_explain(str(path), request_id=99) == 1
+    assert run_explain(str(path), request_id=99) == 2
     assert "no request has id 99" in capsys.readouterr().err
-    assert run_explain(str(tmp_path / "missing.jsonl")) == 1
+    assert run_explain(str(tmp_path / "missing.jsonl")) == 2
 
 
 # -- a real recording -----------------------------------------------------------------------

@@ -141,7 +141,7 @@ def test_export_to_stdout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     ("fmt", "exists", "code", "message"),
     [
         ("svg", True, 2, "unknown format 'svg'"),
-        ("perfetto", False, 1, "cannot read"),
+        ("perfetto", False, 2, "cannot read"),
     ],
 )
 def test_export_errors_are_one_line(

@@ -31,14 +31,15 @@ COMMANDS: dict[str, str] = {
 
 EXIT_STATUSES = """\
 exit status (every command):
-  0    done; for run and demo: stopped as asked (Ctrl-C, SIGTERM, --duration,
+  0    done; run and demo: stopped as asked (Ctrl-C, SIGTERM, --duration,
        --max-requests, q)
-  1    the app or its server failed (cannot import the app, a crash), as with
-       `serve`; 3 when the app's lifespan startup failed (uvicorn's code); for a
-       file command (report, export, ...): the file could not be read or written;
-       diff --exit-code: some stage moved
-  2    bad usage, or cannot do it here (not root, no BCC, port in use, --record
-       folder missing or file already there, unusable --python)
+  1    the app or its server failed (serve, run, demo: the app cannot be imported,
+       a crash; 3: the app's lifespan startup failed, as uvicorn); diff --exit-code:
+       some stage moved; lab exec/load: the command's own status
+  2    cannot do it: bad usage; cannot trace here (not root, no BCC: run, demo,
+       doctor); port in use; --record folder missing or file already there;
+       unusable --python; a recording that cannot be read; an output that cannot
+       be written; lab errors
   130  interrupted (Ctrl-C) before the job was done
 """
 

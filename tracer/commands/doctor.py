@@ -2,7 +2,7 @@
 
 Prints kernel, BTF, lockdown, tracefs, BCC, headers, privileges, and for every probe point
 of the catalog each attach strategy as really tried here, with the reason for each that
-fails. Exit status 0 when reqtrace can trace, 1 otherwise.
+fails. Exit status 0 when reqtrace can trace, 2 otherwise (as `run`: cannot trace here).
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def run_doctor(json_output: bool, ebpf: bool = False) -> int:
         sys.stdout.write("\n")
     else:
         render(facts, plan, missing, Console())
-    return 0 if can_trace(facts, plan, missing) else 1
+    return 0 if can_trace(facts, plan, missing) else 2
 
 
 def print_program() -> int:
@@ -151,7 +151,7 @@ def print_program() -> int:
     blocker = tracing_blocker(facts)
     if blocker:
         print(blocker, file=sys.stderr)
-        return 1
+        return 2
     with AttachTrials(facts) as trials:
         plan = build_plan(trials)
     sys.stdout.write(program_listing(plan))

@@ -301,14 +301,14 @@ def run_explain(
         recording = load_recording(path)
     except RecordingError as exc:
         print(f"reqtrace explain: {exc}", file=sys.stderr)
-        return 1
+        return 2
     for problem in recording.problems:
         print(f"reqtrace explain: warning: {problem}", file=sys.stderr)
     try:
         choice = choose_request(recording.traces, request_id, path_glob)
     except NoSuchRequest as exc:
         print(f"reqtrace explain: {path}: {exc}", file=sys.stderr)
-        return 1
+        return 2
     text = handout(recording, choice)
     if output == "-":
         sys.stdout.write(text)
@@ -322,7 +322,7 @@ def run_explain(
             os.close(fd)
     except OSError as exc:
         print(f"reqtrace explain: cannot write {output}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+        return 2
     print(
         f"reqtrace explain: wrote request {choice.trace.id} ({choice.why}) to {output}",
         file=sys.stderr,

@@ -43,7 +43,7 @@ def run_export(
         recording = load_recording(path)
     except RecordingError as exc:
         print(f"reqtrace export: {exc}", file=sys.stderr)
-        return 1
+        return 2
     for problem in recording.problems:
         print(f"reqtrace export: warning: {problem}", file=sys.stderr)
     if fmt == "otlp":
@@ -51,7 +51,7 @@ def run_export(
             data = _otlp_bytes(recording, out, service_name, resource or [])
         except ValueError as exc:
             print(f"reqtrace export: {exc}", file=sys.stderr)
-            return 1
+            return 2
     else:
         document = perfetto_trace(recording) if fmt == "perfetto" else plain_document(recording)
         data = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
@@ -67,8 +67,10 @@ def run_export(
             os.close(fd)
     except OSError as exc:
         print(f"reqtrace export: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    print(f"reqtrace export: wrote {len(recording.traces)} requests to {out}", file=sys.stderr)
+        return 2
+    count = len(recording.traces)
+    noun = "request" if count == 1 else "requests"
+    print(f"reqtrace export: wrote {count} {noun} to {out}", file=sys.stderr)
     return 0
 
 

@@ -20,6 +20,9 @@ from tracer.recording.reader import RecordingError, load_recording
 from tracer.recording.report import build_report, render_report
 from tracer.recording.writer import open_private, write_all
 
+# Not a terminal: tables as wide as their content (long paths stay on one line).
+TEXT_WIDTH = 400
+
 
 def run_report(
     path: str,
@@ -35,7 +38,7 @@ def run_report(
         recording = load_recording(path)
     except RecordingError as exc:
         print(f"reqtrace report: {exc}", file=sys.stderr)
-        return 1
+        return 2
     if html:
         from tracer.recording.html_report import build_html
 
@@ -44,12 +47,12 @@ def run_report(
         report = build_report(recording, by, path_glob, slower_than_ms)
         if as_json:
             text = json.dumps(report, indent=2) + "\n"
-        elif output == "-":
+        elif output == "-" and sys.stdout.isatty():
             render_report(report, Console())
             return 0
-        else:
+        else:  # a file, or a pipe: no escape codes, and no wrapping at 80 columns
             buffer = io.StringIO()
-            render_report(report, Console(file=buffer, width=120, color_system=None))
+            render_report(report, Console(file=buffer, width=TEXT_WIDTH, color_system=None))
             text = buffer.getvalue()
     if as_json or html:
         for problem in recording.problems:
@@ -66,7 +69,7 @@ def run_report(
             os.close(fd)
     except OSError as exc:
         print(f"reqtrace report: cannot write {output}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+        return 2
     kind = "HTML report" if html else "report"
     print(f"reqtrace report: wrote the {kind} of {path} to {output}", file=sys.stderr)
     return 0

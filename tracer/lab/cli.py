@@ -39,14 +39,20 @@ def add_lab_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         return parser
 
     up = with_prefix(actions.add_parser("up", help="create the lab"))
-    up.add_argument("--delay", default="0ms", help="one-way delay, e.g. 5ms, 500us")
-    up.add_argument("--jitter", default="0ms", help="± uniform jitter, at most the delay")
-    up.add_argument("--loss", default="0%", help="frame loss, e.g. 1%%")
-    up.add_argument("--rate", help="rate limit, e.g. 10mbit, 512kbit")
+    up.add_argument(
+        "--delay", default="0ms", help="one-way delay, e.g. 5ms, 500us (default %(default)s)"
+    )
+    up.add_argument(
+        "--jitter", default="0ms", help="± uniform jitter, at most the delay (default %(default)s)"
+    )
+    up.add_argument("--loss", default="0%", help="frame loss, e.g. 1%% (default 0%%)")
+    up.add_argument("--rate", help="rate limit, e.g. 10mbit, 512kbit (default: no limit)")
     up.add_argument(
         "--side",
         default="both",
-        help="which egress to impair: server (toward the client), client, or both",
+        choices=("server", "client", "both"),
+        help="which egress to impair: server (toward the client), client, or both"
+        " (default %(default)s)",
     )
     up.add_argument("--subnet", default=DEFAULT_SUBNET, help=f"default {DEFAULT_SUBNET}")
     up.add_argument("--seed", type=int, help="seed for the delay line's loss and jitter")
@@ -61,10 +67,16 @@ def add_lab_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         actions.add_parser("load", help="HTTP load from the client host (tracer.demo.load)")
     )
     load.add_argument("url", help="e.g. http://10.77.0.1:8000/ (the path is requested)")
-    load.add_argument("--rate", type=float, default=50.0, help="requests per second")
-    load.add_argument("--connections", type=int, default=4)
-    load.add_argument("--duration", type=float, default=10.0, help="seconds")
-    load.add_argument("--max-requests", type=int, default=100_000)
+    load.add_argument(
+        "--rate", type=float, default=50.0, help="requests per second (default %(default)g)"
+    )
+    load.add_argument(
+        "--connections", type=int, default=4, help="client connections (default %(default)s)"
+    )
+    load.add_argument("--duration", type=float, default=10.0, help="seconds (default %(default)g)")
+    load.add_argument(
+        "--max-requests", type=int, default=100_000, help="stop after N (default %(default)s)"
+    )
 
 
 def _impairment(args: argparse.Namespace) -> Impairment:

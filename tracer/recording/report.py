@@ -209,10 +209,10 @@ def render_report(report: dict[str, Any], console: Console) -> None:
     filters = report.get("filters") or {}
     shown = [f"{k} {v}" for k, v in filters.items() if v is not None and k != "by"]
     scope = f" (of {report['recorded_requests']}; {', '.join(shown)})" if shown else ""
-    title = f"Where the time went: {report['requests']} requests{scope}"
+    title = f"Where the time went: {_count(report['requests'], 'request')}{scope}"
     console.print(_stage_table(title, report["stages"], report["total"]))
     for key, group in (report.get("groups") or {}).items():
-        title = f"{filters.get('by')} {key}: {group['requests']} requests"
+        title = f"{filters.get('by')} {key}: {_count(group['requests'], 'request')}"
         console.print(_stage_table(title, group["stages"], group["total"]))
 
     if report["slowest"]:
@@ -248,7 +248,8 @@ def render_report(report: dict[str, Any], console: Console) -> None:
     if cover.get("requests"):
         console.print(
             f"unobserved share of a request's total: p50 {cover['unobserved_p50_pct']}%, "
-            f"max {cover['unobserved_max_pct']}% ({cover['over_1_pct']} requests over 1%)"
+            f"max {cover['unobserved_max_pct']}%"
+            f" ({_count(cover['over_1_pct'], 'request')} over 1%)"
         )
 
     lost = report["lost_records"]
@@ -276,3 +277,8 @@ def _stage_table(title: str, stages: dict[str, Any], total: dict[str, Any]) -> T
 def _summary_cells(row: dict[str, Any]) -> list[str]:
     keys = ("p50_us", "p90_us", "p99_us", "max_us")
     return [str(row["count"]), *(format_us(row[key]) for key in keys)]
+
+
+def _count(count: int, noun: str) -> str:
+    """'1 request', '2 requests'."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
