@@ -27,6 +27,8 @@ from tracer.session.preflight import PreflightError, check_output_path, check_ou
 from tracer.session.probe_cache import ProbeCache, plan_from_json
 from tracer.session.signals import StopRequest
 
+from .helpers import ROOT
+
 # -- the app's interpreter ---------------------------------------------------------------------
 
 
@@ -185,3 +187,40 @@ def test_a_compiled_program_round_trips_through_json() -> None:
         (ProgramSpec("tracepoint__net__netif_rx", 5, b"\x95" + b"\0" * 7, ()),),
     )
     assert CompiledProgram.from_json(program.as_json()) == program
+
+
+# -- BCC from a user's virtualenv ------------------------------------------------------------
+
+
+@pytest.mark.skipif(
+    not Path("/usr/lib/python3/dist-packages/bcc/__init__.py").is_file(),
+    reason="Debian's python3-bpfcc is not installed",
+)
+def test_the_system_bcc_is_found_from_a_bare_virtualenv(tmp_path: Path) -> None:
+    """reqtrace pip-installed into a user's virtualenv: `import bcc` still works."""
+    import subprocess
+    import venv
+
+    venv.create(tmp_path / "venv", with_pip=False)
+    system = Path("/usr/lib/python3/dist-packages")
+    other = next(
+        p.name for p in sorted(system.iterdir()) if p.is_dir() and (p / "__init__.py").is_file()
+        and p.name != "bcc"
+    )  # fmt: skip
+    code = (
+        f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
+        "import importlib.util\n"
+        "assert importlib.util.find_spec('bcc') is None\n"
+        "from tracer.session.bcc_path import lend_system_bcc\n"
+        "print(lend_system_bcc())\n"
+        "import bcc, bcc.table\n"
+        "print(bcc.__file__)\n"
+        f"assert importlib.util.find_spec({other!r}) is None  # nothing else is lent\n"
+    )
+    result = subprocess.run(
+        [str(tmp_path / "venv/bin/python"), "-c", code], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    lent, imported = result.stdout.split()
+    assert lent == "/usr/lib/python3/dist-packages/bcc"
+    assert imported == "/usr/lib/python3/dist-packages/bcc/__init__.py"

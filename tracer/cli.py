@@ -272,9 +272,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that load BPF: the distribution's BCC is found even from a user's virtualenv.
+NEEDS_BCC = frozenset({"run", "demo", "doctor", "lab"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     module_name, _, function_name = COMMANDS[args.command].partition(":")
+    if args.command in NEEDS_BCC:
+        from tracer.session.bcc_path import lend_system_bcc
+
+        lend_system_bcc()
     try:
         command = getattr(importlib.import_module(module_name), function_name)
         return int(command(args))
