@@ -470,7 +470,7 @@ class RunSession:
         reason = self.should_stop()
         if reason and reason != "stopped":
             return reason
-        return self.stop.reason or "the dashboard was closed"
+        return self.stop.reason or "the dashboard was closed (q or Ctrl-C)"
 
     def stop_server(self) -> None:
         """Tell the child why it stops; make sure nobody accepts any more; drain; reap."""
