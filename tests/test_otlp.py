@@ -330,7 +330,7 @@ def test_export_otlp_needs_the_clock_offset_of_the_header(
 ) -> None:
     recording = tmp_path / "old.jsonl"
     write_recording(recording, {"host": "box"})
-    assert run_export(str(recording), "otlp", str(tmp_path / "x.pb")) == 2  # cannot do it (the exit statuses of --help)
+    assert run_export(str(recording), "otlp", str(tmp_path / "x.pb")) == 2  # 2: cannot do it
     assert "clock_offset_ns" in capsys.readouterr().err
     assert not (tmp_path / "x.pb").exists()
 
