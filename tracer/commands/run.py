@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tracer.recording.export import parse_resource_attributes
+from tracer.session.progress import own_stderr
 from tracer.session.run_session import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -138,7 +139,7 @@ def prepare_and_execute(
     session: RunSession, when_prepared: Callable[[RunSession], None] | None = None
 ) -> int:
     """The whole run, with Ctrl-C/SIGTERM/SIGHUP turned into a stop request from the start."""
-    with stop_on_signals(session.stop):
+    with stop_on_signals(session.stop), own_stderr():
         try:
             session.prepare()
         except RunError as exc:

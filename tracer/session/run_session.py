@@ -228,6 +228,7 @@ class RunSession:
             f"importing {self.config.app}"
             + ("" if python.own and not options.find_app_python else f" with {python.describe()}")
         )
+        spawned = time.monotonic()
         self._start_child()
         self.probes.start_compiling()  # user space only: nothing in the kernel yet
         assert self.child is not None
@@ -240,7 +241,7 @@ class RunSession:
             raise self._child_failed_at_startup()
         facts_of_child = self.child.imported or {}
         say(
-            f"app imported ({facts_of_child.get('seconds', 0):.2f} s,"
+            f"app imported ({time.monotonic() - spawned:.2f} s with the interpreter's start,"
             f" Python {facts_of_child.get('version', '?')})"
         )
 
