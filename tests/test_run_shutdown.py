@@ -13,12 +13,14 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from .helpers import ROOT
 from .run_fixtures import free_port, reqtrace_run, wait_listening
 
 pytestmark = pytest.mark.bpf
@@ -170,3 +172,32 @@ def test_the_listening_socket_is_gone_once_the_run_ended() -> None:
         ["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == ""
+
+
+def test_ctrl_c_while_the_probes_are_prepared_is_an_interruption(tmp_path: Path) -> None:
+    """Stopped before it served: exit 130, said so, the app's server gone with it."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tracer", "run", APP, "--port", str(port), "--no-tui"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "REQTRACE_CACHE_DIR": str(tmp_path / "cache")},  # cold: slow
+    )
+    assert process.stderr is not None
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if "attach strategies" in line:
+            child = _server_child(process.pid)
+            process.send_signal(signal.SIGINT)
+            break
+    else:
+        raise AssertionError("".join(lines))
+    lines += process.stderr.readlines()
+    process.wait(timeout=60)
+    err = "".join(lines)
+    assert process.returncode == 130, err
+    assert "reqtrace: interrupted (Ctrl-C (SIGINT)) before the server started" in err
+    assert _gone(child)
