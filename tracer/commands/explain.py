@@ -31,7 +31,7 @@ from tracer.recording.explain import (
     sequence_diagram,
 )
 from tracer.recording.reader import Recording, RecordingError, load_recording
-from tracer.recording.writer import open_private, write_all
+from tracer.recording.writer import write_output
 
 # The handout's sections, from the wire up: (title, what this layer is, its stages). Every
 # stage of the registry but `unobserved` is in exactly one (tests/test_explain.py checks).
@@ -310,16 +310,9 @@ def run_explain(
         print(f"reqtrace explain: {path}: {exc}", file=sys.stderr)
         return 2
     text = handout(recording, choice)
-    if output == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return 0
     try:
-        fd = open_private(output)
-        try:
-            write_all(fd, text.encode())
-        finally:
-            os.close(fd)
+        if not write_output(output, text.encode()):
+            return 0
     except OSError as exc:
         print(f"reqtrace explain: cannot write {output}: {exc.strerror or exc}", file=sys.stderr)
         return 2

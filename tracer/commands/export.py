@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from tracer.recording.export import (
@@ -22,7 +21,7 @@ from tracer.recording.export import (
 )
 from tracer.recording.perfetto import perfetto_trace
 from tracer.recording.reader import Recording, RecordingError, load_recording
-from tracer.recording.writer import open_private, write_all
+from tracer.recording.writer import write_output
 
 
 def run_export(
@@ -55,16 +54,9 @@ def run_export(
     else:
         document = perfetto_trace(recording) if fmt == "perfetto" else plain_document(recording)
         data = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
-    if out == "-":
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
-        return 0
     try:
-        fd = open_private(out)
-        try:
-            write_all(fd, data)
-        finally:
-            os.close(fd)
+        if not write_output(out, data):
+            return 0
     except OSError as exc:
         print(f"reqtrace export: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
         return 2

@@ -11,14 +11,13 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import sys
 
 from rich.console import Console
 
 from tracer.recording.reader import RecordingError, load_recording
 from tracer.recording.report import build_report, render_report
-from tracer.recording.writer import open_private, write_all
+from tracer.recording.writer import write_output
 
 # Not a terminal: tables as wide as their content (long paths stay on one line).
 TEXT_WIDTH = 400
@@ -57,16 +56,9 @@ def run_report(
     if as_json or html:
         for problem in recording.problems:
             print(f"reqtrace report: warning: {problem}", file=sys.stderr)
-    if output == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return 0
     try:
-        fd = open_private(output)
-        try:
-            write_all(fd, text.encode())
-        finally:
-            os.close(fd)
+        if not write_output(output, text.encode()):
+            return 0
     except OSError as exc:
         print(f"reqtrace report: cannot write {output}: {exc.strerror or exc}", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ Set-Cookie, Proxy-Authorization) are replaced by "[redacted]" unless redact=Fals
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
@@ -71,6 +72,21 @@ def write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+def write_output(output: str, data: bytes) -> bool:
+    """Write a command's output: to stdout for "-" (returns False), else to a new private
+    file like a recording (mode 0600, the invoking user's; returns True). Raises OSError."""
+    if output == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return False
+    fd = open_private(output)
+    try:
+        write_all(fd, data)
+    finally:
+        os.close(fd)
+    return True
 
 
 def json_line(obj: Mapping[str, Any]) -> bytes:
