@@ -6,7 +6,8 @@ reader). Layers, lowest first; a module may import its own package and lower lay
 
     0  tracer (the version), tracer.model, tracer.demo, probes
     1  tracer.records
-    2  tracer.kernel, tracer.correlate, tracer.server, tracer.lab  (siblings: none imports another)
+    2  tracer.kernel, tracer.correlate, tracer.server, tracer.lab  (siblings: none imports another),
+       tracer.hosted (may import tracer.server: both run in the app's interpreter)
     3  tracer.recording
     4  tracer.session
     5  dashboards
@@ -14,7 +15,8 @@ reader). Layers, lowest first; a module may import its own package and lower lay
     7  tracer.cli (the command table), then tracer.__main__
 
 and the bundled server depends on nothing of the tracer but the hook record types
-(tracer.records.hooks), so it can run apps without any tracing code loaded.
+(tracer.records.hooks), so it can run apps without any tracing code loaded; the hooks for
+the user's own uvicorn/gunicorn (tracer.hosted) on nothing but those and tracer.server.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ LAYERS: dict[str, int] = {
     "tracer.correlate": 2,
     "tracer.server": 2,
     "tracer.lab": 2,
+    "tracer.hosted": 2,
     "tracer.recording": 3,
     "tracer.session": 4,
     "dashboards": 5,
@@ -45,6 +48,7 @@ LAYERS: dict[str, int] = {
 ONLY_THESE: dict[str, tuple[str, ...]] = {
     "tracer.server": ("tracer.server", "tracer.records.hooks"),
     "tracer.lab": ("tracer.lab",),
+    "tracer.hosted": ("tracer.hosted", "tracer.server", "tracer.records.hooks"),
 }
 
 

@@ -47,6 +47,12 @@ RECORDING_HELP = "a recording made with reqtrace run --record (JSON Lines)"
 
 RUN_NOTES = (
     """\
+--server uvicorn|gunicorn: the app's own server traces the same stages; its flags are
+its own (uvicorn APP --http h11 ..., gunicorn APP -w 2 -k uvicorn.workers.UvicornWorker
+...), mixed with reqtrace's tracing flags; anything after -- goes to the server
+untouched (gunicorn's own --max-requests, say). reqtrace binds the address itself
+(uvicorn --host/--port/--uds, gunicorn --bind) and hands the server the socket.
+
 the app's Python: --python PATH, else the active virtualenv ($VIRTUAL_ENV; sudo keeps
 it only with -E), else a .venv or venv folder in --app-dir or the current directory,
 else reqtrace's own. The app runs there, as the sudo caller (or --user), with its own
@@ -95,6 +101,14 @@ def _add_run_arguments(parser: argparse.ArgumentParser, app_python: bool = True)
         action="store_true",
         help="keep Authorization/Cookie values in recordings (redacted by default)",
     )
+    if app_python:
+        trace.add_argument(
+            "--server",
+            choices=HOSTED_SERVERS,
+            default="reqtrace",
+            help="serve with reqtrace's server (default), or the app's own uvicorn or"
+            " gunicorn (then the other flags are that server's own; see below)",
+        )
     otlp = parser.add_argument_group("OpenTelemetry export (needs reqtrace[otlp])")
     otlp.add_argument(
         "--otlp-endpoint",
@@ -276,8 +290,40 @@ def build_parser() -> argparse.ArgumentParser:
 NEEDS_BCC = frozenset({"run", "demo", "doctor", "lab"})
 
 
+HOSTED_SERVERS = ("reqtrace", "uvicorn", "gunicorn")
+
+
+def hosted_run_arguments(arguments: list[str]) -> argparse.Namespace | None:
+    """`run --server uvicorn|gunicorn ...`: reqtrace's tracing flags, and the rest (the
+    server's own flags and APP, in order) as `server_args`; None for any other command."""
+    if arguments[:1] != ["run"]:
+        return None
+    words = arguments[1:]
+    ours, theirs = words, []
+    if "--" in words:
+        split = words.index("--")
+        ours, theirs = words[:split], words[split + 1 :]
+    server = ""
+    for i, word in enumerate(ours):
+        if word == "--server" and i + 1 < len(ours):
+            server = ours[i + 1]
+        elif word.startswith("--server="):
+            server = word.partition("=")[2]
+    if server not in HOSTED_SERVERS[1:]:
+        return None
+    parser = argparse.ArgumentParser(
+        prog=f"reqtrace run --server {server}", add_help=False, allow_abbrev=False
+    )
+    _add_run_arguments(parser)
+    args, extras = parser.parse_known_args(ours)
+    args.command = "run"
+    args.server_args = [*extras, *theirs]
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = hosted_run_arguments(arguments) or build_parser().parse_args(arguments)
     module_name, _, function_name = COMMANDS[args.command].partition(":")
     if args.command in NEEDS_BCC:
         from tracer.session.bcc_path import lend_system_bcc

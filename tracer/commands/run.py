@@ -127,8 +127,17 @@ def run_command(args: Any) -> int:
     from tracer.server.config import config_from_args
 
     try:
-        config = config_from_args(args)
+        server = getattr(args, "server", "reqtrace")
+        if server != "reqtrace":  # the app's own uvicorn or gunicorn, with its own flags
+            from tracer.session.hosted_args import hosted_server
+
+            hosted = hosted_server(server, args.server_args)
+            config = hosted.config()
+        else:
+            hosted = None
+            config = config_from_args(args)
         options = options_from_args(args)
+        options.hosted = hosted
     except ValueError as exc:
         print(f"reqtrace: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -60,6 +60,7 @@ from tracer.session.app_python import (
     AppPythonError,
     choose_app_python,
 )
+from tracer.session.hosted_args import HostedServer
 from tracer.session.listener import (
     ListenError,
     listener_port,
@@ -77,6 +78,7 @@ from tracer.session.request_log import RequestLog
 from tracer.session.server_child import EXIT_APP, EXIT_ENVIRONMENT, EXIT_PARENT_GONE
 from tracer.session.server_launch import ServerChild, describe_status
 from tracer.session.signals import StopRequest
+from tracer.session.worker_follower import WORKER_ACK_ENV, WorkerFollower
 
 if TYPE_CHECKING:
     from tracer.session.otlp_sink import OtlpSink
@@ -116,6 +118,7 @@ class RunOptions:
     otlp_endpoint: str | None = None  # OTLP/HTTP traces URL (session/otlp_sink.py)
     otlp_service_name: str | None = None
     otlp_resource: dict[str, str] = field(default_factory=dict)
+    hosted: HostedServer | None = None  # --server uvicorn|gunicorn: the user's own server
 
 
 @dataclass
@@ -193,6 +196,7 @@ class RunSession:
         self._server_log_fd: int | None = None
         self._serving_since: float | None = None
         self._stopped = False
+        self.workers: WorkerFollower | None = None  # --server gunicorn: follows the workers
 
     # -- 1-2: checks, and the app imported by the server child ----------------------------------
 
@@ -224,10 +228,14 @@ class RunSession:
         ]
         checked.append(f"{self._url.removeprefix('http://')} is free")
         say("checked: " + ", ".join(checked))
+        hosted = options.hosted
         say(
             f"importing {self.config.app}"
             + ("" if python.own and not options.find_app_python else f" with {python.describe()}")
+            + (f" under {hosted.kind}" if hosted else "")
         )
+        for note in hosted.notes if hosted else ():
+            say(note)
         spawned = time.monotonic()
         self._start_child()
         self.probes.start_compiling()  # user space only: nothing in the kernel yet
@@ -244,6 +252,11 @@ class RunSession:
             f"app imported ({time.monotonic() - spawned:.2f} s with the interpreter's start,"
             f" Python {facts_of_child.get('version', '?')})"
         )
+        if self.child.hooks_off:
+            say(
+                f"{self.child.hooks_off}: tracing from the kernel only (no parse, app or"
+                " send stages)"
+            )
 
     def _choose_python(self) -> AppPython:
         if not self.options.find_app_python:
@@ -254,6 +267,11 @@ class RunSession:
         assert self.listener is not None and self.account is not None
         assert self.app_python is not None
         hook_read, hook_write = os.pipe()
+        hosted = self.options.hosted
+        extra_env = {}
+        if hosted is not None and hosted.kind == "gunicorn":
+            self.workers = WorkerFollower()
+            extra_env[WORKER_ACK_ENV] = self.workers.ack_dir
         try:
             self.child = ServerChild.launch(
                 self.config,
@@ -262,6 +280,9 @@ class RunSession:
                 hook_fd=hook_write,
                 listen_fd=self.listener.fileno(),
                 output=self._server_output(),
+                server=hosted.kind if hosted else "reqtrace",
+                server_args=hosted.argv if hosted else None,
+                extra_env=extra_env,
             )
         except OSError as exc:
             os.close(hook_read)
@@ -393,11 +414,14 @@ class RunSession:
 
     def _arm_and_go(self, probes: ProbeSession) -> HookChannelReader:
         assert self.listener is not None and self.child is not None
-        probes.set_targets(tgids={self.child.pid}, ports={self.port} if self.port else ())
+        ports = {self.port} if self.port else set()
+        probes.set_targets(tgids={self.child.pid}, ports=ports)
         try:  # only now: every connection is traced from its handshake on
             start_listening(self.listener, self.config)
         except ListenError as exc:
             raise RunError(str(exc)) from None
+        if self.workers is not None:  # gunicorn forks its workers after the go
+            self.workers.start(probes, self.child.pid, ports)
         self.child.go()
         hooks = HookChannelReader(self._hook_read)
         self._hook_read = -1
@@ -543,6 +567,7 @@ class RunSession:
         assert self.child is not None
         with contextlib.ExitStack() as stack:
             stack.callback(self._release_child)
+            stack.callback(self._stop_following)
             probes = stack.enter_context(self._load_probes())
             stack.callback(self.progress.say, "detaching the probes (a second or two)")
             stack.callback(self.stop_server)  # before the detach, also when a step fails
@@ -613,7 +638,12 @@ class RunSession:
             if self.child.wait_exit(2.0) is None:
                 self.child.kill()
         self._release_child()
+        self._stop_following()
         self._close_listener()
+
+    def _stop_following(self) -> None:
+        if self.workers is not None:
+            self.workers.stop()
 
     def _release_child(self) -> None:
         if self.child is not None:

@@ -54,14 +54,15 @@ PR_SET_PDEATHSIG = 1
 logger = logging.getLogger("reqtrace.server")
 
 
-def end_with_parent(parent_pid: int) -> bool:
+def end_with_parent(parent_pid: int, signum: int = signal.SIGHUP) -> bool:
     """Have the kernel send SIGHUP when the tracer dies (even by SIGKILL).
 
     SIGHUP (not SIGTERM): the child can tell "the tracer is gone, nobody traces, stop now"
-    from a stop request. False if the parent is already gone.
+    from a stop request. gunicorn's master reloads on SIGHUP: it gets SIGQUIT (its quick
+    stop). False if the parent is already gone.
     """
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGHUP, 0, 0, 0)
+    libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
     return os.getppid() == parent_pid
 
 
@@ -111,27 +112,51 @@ class StatusPipe:
 
 
 class ChildRun:
-    """The life of the server in this child, driven by the control pipe and SIGHUP."""
+    """The life of the server in this child, driven by the control pipe and SIGHUP.
 
-    def __init__(self, config: Any, control_fd: int, status: StatusPipe) -> None:
-        from tracer.server.main import Server
+    `server`: "reqtrace" (the bundled server), "uvicorn" or "gunicorn" (the user's own,
+    tracer/hosted/, with `server_args` its own command line)."""
 
+    def __init__(
+        self,
+        config: Any,
+        control_fd: int,
+        status: StatusPipe,
+        server: str = "reqtrace",
+        server_args: list[str] | None = None,
+    ) -> None:
         self.control_fd = control_fd
         self.status = status
         self.listen_fd = os.dup(config.fd)  # to shut the socket down for every holder
         self.serving = False
         self.parent_gone = False
         self._gone_lock = threading.Lock()
-        self.started = time.monotonic()
-        self.server = Server(
-            config,
-            on_started=self._on_started,
-            on_app_loaded=self._on_app_loaded,
-            on_stop_accepting=self._on_stop_accepting,
-        )
+        self.began = time.monotonic()
+        self.server: Any
+        if server == "uvicorn":
+            from tracer.hosted.uvicorn_server import HostedUvicorn
+
+            self.server = HostedUvicorn(
+                server_args or [], config.fd, config.hook_fd, self, config.hook_capture_headers
+            )
+        elif server == "gunicorn":
+            from tracer.hosted.gunicorn_run import HostedGunicorn
+
+            self.server = HostedGunicorn(
+                server_args or [], config.fd, config.hook_fd, self, config.hook_capture_headers
+            )
+        else:
+            from tracer.server.main import Server
+
+            self.server = Server(
+                config,
+                on_started=self._on_started,
+                on_app_loaded=self._on_app_loaded,
+                on_stop_accepting=self._on_stop_accepting,
+            )
 
     def run(self) -> int:
-        code = self.server.run(install_signal_handlers=True)
+        code: int = self.server.run(install_signal_handlers=True)
         if self.parent_gone:
             return EXIT_PARENT_GONE
         error = self.server.load_error
@@ -147,7 +172,7 @@ class ChildRun:
         facts = {
             "python": sys.executable,
             "version": sys.version.split()[0],
-            "seconds": round(time.monotonic() - self.started, 3),
+            "seconds": round(time.monotonic() - self.began, 3),
         }
         self.status.say("imported " + json.dumps(facts))
         go = await loop.run_in_executor(None, self._read_go)
@@ -156,6 +181,34 @@ class ChildRun:
             return EXIT_PARENT_GONE
         threading.Thread(target=self._read_control, name="reqtrace-control", daemon=True).start()
         return None
+
+    # -- the milestones of a hosted server (tracer/hosted/uvicorn_server.py's Milestones) ----
+
+    def app_loaded(self) -> int | None:
+        """The app is imported (outside any event loop): say so, block until the go."""
+        facts = {
+            "python": sys.executable,
+            "version": sys.version.split()[0],
+            "seconds": round(time.monotonic() - self.began, 3),
+        }
+        self.status.say("imported " + json.dumps(facts))
+        if not self._read_go():
+            self._shut_listener()
+            return EXIT_PARENT_GONE
+        threading.Thread(target=self._read_control, name="reqtrace-control", daemon=True).start()
+        return None
+
+    def started(self, worker: int = 0) -> None:
+        """Serving (a gunicorn worker says so with its pid)."""
+        self.serving = True
+        self.status.say(f"serving {worker}" if worker else "serving")
+
+    def stop_accepting(self, connections: int) -> None:
+        self._on_stop_accepting(connections)
+
+    def hooks_off(self, reason: str) -> None:
+        """No timing hooks in this server: the tracer traces from the kernel only."""
+        self.status.say(f"hooks-off {reason}")
 
     def _read_go(self) -> bool:
         try:
@@ -232,13 +285,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--status-fd", type=int, required=True)
     parser.add_argument("--run-as", default="", help="NAME:UID:GID this process must be")
     parser.add_argument("--fallback-path", default="", help="where reqtrace's httptools is")
+    parser.add_argument("--server", default="reqtrace", choices=("reqtrace", "uvicorn", "gunicorn"))
+    parser.add_argument("--server-args", default="[]", help="the server's own flags, JSON list")
     args = parser.parse_args(argv)
     parent_pid = os.getppid()
     status = StatusPipe(args.status_fd)
 
     # Until the event loop runs, the tracer's death simply ends this process.
-    signal.signal(signal.SIGHUP, lambda _signum, _frame: os._exit(EXIT_PARENT_GONE))
-    if not end_with_parent(parent_pid):
+    death = signal.SIGQUIT if args.server == "gunicorn" else signal.SIGHUP
+    signal.signal(death, lambda _signum, _frame: os._exit(EXIT_PARENT_GONE))
+    if not end_with_parent(parent_pid, death):
         print("reqtrace: the tracer went away before the server started", file=sys.stderr)
         return EXIT_PARENT_GONE
     if args.run_as:
@@ -247,17 +303,38 @@ def main(argv: list[str] | None = None) -> int:
         except PrivilegeError as exc:
             print(f"reqtrace: {exc}", file=sys.stderr)
             return EXIT_ENVIRONMENT
+    from tracer.server.config import Config
+
+    config = Config(**json.loads(args.config))
+    if args.server != "reqtrace":  # the user's own server: its own logging, its own parser
+        problem = hosted_problem(args.server)
+        if problem:
+            print(problem, file=sys.stderr)
+            return EXIT_ENVIRONMENT
+        server_args = [str(arg) for arg in json.loads(args.server_args)]
+        return ChildRun(config, args.control_fd, status, args.server, server_args).run()
     problem = httptools_problem(args.fallback_path)
     if problem:
         print(problem, file=sys.stderr)
         return EXIT_ENVIRONMENT
 
-    from tracer.server.config import Config
     from tracer.server.log_setup import configure_logging
 
-    config = Config(**json.loads(args.config))
     configure_logging(config.log_level, config.access_log)
     return ChildRun(config, args.control_fd, status).run()
+
+
+def hosted_problem(server: str) -> str:
+    """Empty when the app's environment has the server asked for; else what to install."""
+    needs = ["uvicorn"] if server == "uvicorn" else ["gunicorn", "uvicorn"]
+    missing = [name for name in needs if not _imports(name)]
+    if not missing:
+        return ""
+    return (
+        f"reqtrace: --server {server}: the app's environment ({sys.executable}) has no"
+        f" {' and no '.join(missing)}; install it there ({sys.executable} -m pip install"
+        f" {' '.join(missing)}) or choose the environment with --python"
+    )
 
 
 if __name__ == "__main__":

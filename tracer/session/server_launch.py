@@ -48,6 +48,8 @@ class ServerChild:
         self.stopping_connections: int | None = None  # set once it stopped accepting
         self.status_closed = False
         self.missing_module = ""  # the app's import failed for want of this dependency
+        self.hooks_off = ""  # why the server has no timing hooks ("" when it has them)
+        self.serving_workers: list[int] = []  # gunicorn: the workers that said "serving"
         self.served_before_exit = False
         self._reader = threading.Thread(
             target=self._read_status, args=(status_fd,), name="reqtrace-child-status", daemon=True
@@ -63,7 +65,12 @@ class ServerChild:
         hook_fd: int,
         listen_fd: int,
         output: tuple[Any, Any] = (None, None),
+        server: str = "reqtrace",
+        server_args: list[str] | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> ServerChild:
+        """Start the child; `server` "uvicorn"/"gunicorn" runs the user's own, with
+        `server_args` its own flags (tracer/hosted/)."""
         control_read, control_write = os.pipe()
         status_read, status_write = os.pipe()
         paths = None if python.own else ChildImportPath()
@@ -84,9 +91,12 @@ class ServerChild:
             argv += ["--run-as", account.spec()]
         if paths is not None and paths.fallback:
             argv += ["--fallback-path", paths.fallback]
+        if server != "reqtrace":
+            argv += ["--server", server, "--server-args", json.dumps(server_args or [])]
         env = python.environment(os.environ)
         if account.uid != os.geteuid():
             env.update(account_environment(account))
+        env.update(extra_env or {})
         try:
             process = subprocess.Popen(
                 argv,
@@ -125,6 +135,10 @@ class ServerChild:
                         self.imported = self.imported or {}
                     elif word == "serving":
                         self.serving = self.served_before_exit = True
+                        if rest.isdigit():
+                            self.serving_workers.append(int(rest))
+                    elif word == "hooks-off":
+                        self.hooks_off = rest
                     elif word == "missing-module":
                         self.missing_module = rest
                     elif word == "stopping":
