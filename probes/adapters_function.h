@@ -119,29 +119,42 @@ int kretprobe__do_epoll_wait(struct pt_regs *ctx) { return rt_on_epoll_exit(RT_R
  * int __sys_accept4(int fd, struct sockaddr __user *upeer_sockaddr,
  *                   int __user *upeer_addrlen, int flags)                           4 args
  */
+/* recv and send: the second argument is the user buffer (recvmsg/sendmsg: struct
+ * user_msghdr; do_writev: struct iovec[]), kept to capture a request's first bytes and its
+ * response's status line (attach mode). */
+#define RT_FENTRY_IO_BUF(fn, kind, nr, nargs)                                               \
+    KFUNC_PROBE(fn) { return rt_on_io_enter_buf(kind, (__s32)ctx[0], nr, ctx[1]); }         \
+    KRETFUNC_PROBE(fn) { return rt_on_io_exit(RT_RET_INT(ctx[nargs])); }
+#define RT_KPROBE_IO_BUF(fn, kind, nr, nargs)                                               \
+    int kprobe__##fn(struct pt_regs *ctx)                                                   \
+    {                                                                                       \
+        return rt_on_io_enter_buf(kind, RT_ARG1(ctx), nr, RT_ARG2(ctx));                    \
+    }                                                                                       \
+    int kretprobe__##fn(struct pt_regs *ctx) { return rt_on_io_exit(RT_RET_INT(PT_REGS_RC(ctx))); }
+
 #if RT_SOCKET_RECV == RT_MECH_FENTRY
-RT_FENTRY_IO(__sys_recvfrom, RT_IO_RECV, __NR_recvfrom, 6)
-RT_FENTRY_IO(__sys_recvmsg, RT_IO_RECV, __NR_recvmsg, 4)
-RT_FENTRY_IO(ksys_read, RT_IO_RECV, __NR_read, 3)
+RT_FENTRY_IO_BUF(__sys_recvfrom, RT_IO_RECV, __NR_recvfrom, 6)
+RT_FENTRY_IO_BUF(__sys_recvmsg, RT_IO_RECV, __NR_recvmsg, 4)
+RT_FENTRY_IO_BUF(ksys_read, RT_IO_RECV, __NR_read, 3)
 KFUNC_PROBE(tcp_recvmsg, struct sock *sk) { return rt_on_sock_length(RT_IO_RECV, (__u64)sk, 0); }
 #elif RT_SOCKET_RECV == RT_MECH_KPROBE
-RT_KPROBE_IO(__sys_recvfrom, RT_IO_RECV, __NR_recvfrom, 6)
-RT_KPROBE_IO(__sys_recvmsg, RT_IO_RECV, __NR_recvmsg, 4)
-RT_KPROBE_IO(ksys_read, RT_IO_RECV, __NR_read, 3)
+RT_KPROBE_IO_BUF(__sys_recvfrom, RT_IO_RECV, __NR_recvfrom, 6)
+RT_KPROBE_IO_BUF(__sys_recvmsg, RT_IO_RECV, __NR_recvmsg, 4)
+RT_KPROBE_IO_BUF(ksys_read, RT_IO_RECV, __NR_read, 3)
 int kprobe__tcp_recvmsg(struct pt_regs *ctx) { return rt_on_sock_length(RT_IO_RECV, RT_ARG1(ctx), 0); }
 #endif
 
 #if RT_SOCKET_SEND == RT_MECH_FENTRY
-RT_FENTRY_IO(__sys_sendto, RT_IO_SEND, __NR_sendto, 6)
-RT_FENTRY_IO(__sys_sendmsg, RT_IO_SEND, __NR_sendmsg, 4)
-RT_FENTRY_IO(ksys_write, RT_IO_SEND, __NR_write, 3)
-RT_FENTRY_IO(do_writev, RT_IO_SEND, __NR_writev, 4)
+RT_FENTRY_IO_BUF(__sys_sendto, RT_IO_SEND, __NR_sendto, 6)
+RT_FENTRY_IO_BUF(__sys_sendmsg, RT_IO_SEND, __NR_sendmsg, 4)
+RT_FENTRY_IO_BUF(ksys_write, RT_IO_SEND, __NR_write, 3)
+RT_FENTRY_IO_BUF(do_writev, RT_IO_SEND, __NR_writev, 4)
 KFUNC_PROBE(tcp_sendmsg, struct sock *sk) { return rt_on_sock_length(RT_IO_SEND, (__u64)sk, 0); }
 #elif RT_SOCKET_SEND == RT_MECH_KPROBE
-RT_KPROBE_IO(__sys_sendto, RT_IO_SEND, __NR_sendto, 6)
-RT_KPROBE_IO(__sys_sendmsg, RT_IO_SEND, __NR_sendmsg, 4)
-RT_KPROBE_IO(ksys_write, RT_IO_SEND, __NR_write, 3)
-RT_KPROBE_IO(do_writev, RT_IO_SEND, __NR_writev, 4)
+RT_KPROBE_IO_BUF(__sys_sendto, RT_IO_SEND, __NR_sendto, 6)
+RT_KPROBE_IO_BUF(__sys_sendmsg, RT_IO_SEND, __NR_sendmsg, 4)
+RT_KPROBE_IO_BUF(ksys_write, RT_IO_SEND, __NR_write, 3)
+RT_KPROBE_IO_BUF(do_writev, RT_IO_SEND, __NR_writev, 4)
 int kprobe__tcp_sendmsg(struct pt_regs *ctx) { return rt_on_sock_length(RT_IO_SEND, RT_ARG1(ctx), 0); }
 #endif
 

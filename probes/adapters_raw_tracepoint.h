@@ -112,6 +112,14 @@ static __always_inline __s32 rt_regs_fd(struct pt_regs *regs)
     return (__s32)fd;
 }
 
+/* Second syscall argument (the buffer), read only to capture a request's first bytes. */
+static __always_inline __u64 rt_regs_arg2(struct pt_regs *regs)
+{
+    unsigned long arg = 0;
+    bpf_probe_read_kernel(&arg, sizeof(arg), &regs->si);
+    return arg;
+}
+
 RAW_TRACEPOINT_PROBE(sys_enter)
 {
     struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
@@ -127,14 +135,16 @@ RAW_TRACEPOINT_PROBE(sys_enter)
     case __NR_read:
     case __NR_recvfrom:
     case __NR_recvmsg:
-        return rt_on_io_enter(RT_IO_RECV, rt_regs_fd(regs), id);
+        return rt_on_io_enter_buf(RT_IO_RECV, rt_regs_fd(regs), id,
+                                  rt_capture_wanted() ? rt_regs_arg2(regs) : 0);
 #endif
 #if RT_SOCKET_SEND == RT_MECH_RAW_TRACEPOINT
     case __NR_write:
     case __NR_writev:
     case __NR_sendto:
     case __NR_sendmsg:
-        return rt_on_io_enter(RT_IO_SEND, rt_regs_fd(regs), id);
+        return rt_on_io_enter_buf(RT_IO_SEND, rt_regs_fd(regs), id,
+                                  rt_capture_wanted() ? rt_regs_arg2(regs) : 0);
 #endif
 #if RT_ACCEPT == RT_MECH_RAW_TRACEPOINT
     case __NR_accept:

@@ -66,10 +66,20 @@ TRACEPOINT_PROBE(syscalls, sys_exit_epoll_pwait2) { return rt_on_epoll_exit(args
     }                                                                                       \
     TRACEPOINT_PROBE(syscalls, sys_exit_##name) { return rt_on_io_exit(args->ret); }
 
+/* recv and send: the user buffer is a field of the record (free to read), kept for the
+ * capture of a request's first bytes and its response's status line (attach mode). */
+#define RT_TP_IO_BUF(name, kind, buf)                                                      \
+    TRACEPOINT_PROBE(syscalls, sys_enter_##name)                                            \
+    {                                                                                       \
+        return rt_on_io_enter_buf(kind, (__s32)args->fd, args->__syscall_nr,                \
+                                  (__u64)args->buf);                                        \
+    }                                                                                       \
+    TRACEPOINT_PROBE(syscalls, sys_exit_##name) { return rt_on_io_exit(args->ret); }
+
 #if RT_SOCKET_RECV == RT_MECH_TRACEPOINT
-RT_TP_IO(recvfrom, RT_IO_RECV)
-RT_TP_IO(recvmsg, RT_IO_RECV)
-RT_TP_IO(read, RT_IO_RECV)
+RT_TP_IO_BUF(recvfrom, RT_IO_RECV, ubuf)
+RT_TP_IO_BUF(recvmsg, RT_IO_RECV, msg)
+RT_TP_IO_BUF(read, RT_IO_RECV, buf)
 TRACEPOINT_PROBE(sock, sock_recv_length)
 {
     return rt_on_sock_length(RT_IO_RECV, (__u64)args->sk, args->ret);
@@ -77,10 +87,10 @@ TRACEPOINT_PROBE(sock, sock_recv_length)
 #endif
 
 #if RT_SOCKET_SEND == RT_MECH_TRACEPOINT
-RT_TP_IO(sendto, RT_IO_SEND)
-RT_TP_IO(sendmsg, RT_IO_SEND)
-RT_TP_IO(write, RT_IO_SEND)
-RT_TP_IO(writev, RT_IO_SEND)
+RT_TP_IO_BUF(sendto, RT_IO_SEND, buff)
+RT_TP_IO_BUF(sendmsg, RT_IO_SEND, msg)
+RT_TP_IO_BUF(write, RT_IO_SEND, buf)
+RT_TP_IO_BUF(writev, RT_IO_SEND, vec)
 TRACEPOINT_PROBE(sock, sock_send_length)
 {
     return rt_on_sock_length(RT_IO_SEND, (__u64)args->sk, args->ret);

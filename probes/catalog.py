@@ -222,7 +222,7 @@ CATALOG: tuple[ProbePoint, ...] = (
         name="socket_recv",
         title="recvfrom / recvmsg / read on a server socket",
         layer="syscall",
-        feeds=("event_loop", "recv"),
+        feeds=("event_loop", "recv", "server"),
         strategies=(
             Strategy(
                 "tracepoint",
@@ -237,7 +237,7 @@ CATALOG: tuple[ProbePoint, ...] = (
         name="socket_send",
         title="sendto / sendmsg / write / writev on a server socket",
         layer="syscall",
-        feeds=("send",),
+        feeds=("server", "send"),
         strategies=(
             Strategy(
                 "tracepoint",

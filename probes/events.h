@@ -9,6 +9,11 @@
  * the whole receive path that delivered its bytes, one RT_REC_SEND carrying the device
  * transmits inside the send syscall); a new connection adds an accept and a few state
  * records. All timestamps are bpf_ktime_get_ns() = CLOCK_MONOTONIC; 0 means "not observed".
+ * With RT_CFG_CAPTURE_HEAD (`reqtrace attach`: no server hooks say what the request was), the
+ * first recv with data after a send (or on a new socket) is an RT_REC_RECV_HEAD instead: the
+ * same record plus the first RT_HEAD_BYTES bytes it read; and the first send after that is
+ * an RT_REC_SEND_HEAD, plus the first RT_STATUS_BYTES bytes it wrote (the status line). The
+ * cost is per request, not per syscall, and nothing at all without the flag.
  *
  * Layout rules: fixed-size fields only, natural alignment, explicit padding, little-endian
  * host order for integers. Kernel pointers (sk, skb) are opaque ids, never dereferenced.
@@ -27,7 +32,9 @@ enum rt_record_type {
     RT_REC_RETRANSMIT = 5, /* TCP retransmit on a tracked socket */
     RT_REC_RESET = 6,      /* TCP reset sent or received on a tracked socket */
     RT_REC_DROP = 7,       /* packet for a tracked socket dropped on receive */
-    RT_REC_TYPES = 8       /* size of the per-type counters */
+    RT_REC_RECV_HEAD = 8,  /* an RT_REC_RECV that also carries the request's first bytes */
+    RT_REC_SEND_HEAD = 9,  /* an RT_REC_SEND that also carries the response's first bytes */
+    RT_REC_TYPES = 10      /* size of the per-type counters */
 };
 
 /* rt_rx_path.flags */
@@ -59,6 +66,7 @@ enum rt_record_type {
 #define RT_CFG_FILTER_TGID (1u << 0) /* syscalls only from rt_config.tgids */
 #define RT_CFG_FILTER_PORT (1u << 1) /* sockets only on rt_config.ports (local port) */
 #define RT_CFG_ENABLED (1u << 2)     /* off until the loader has written the filters */
+#define RT_CFG_CAPTURE_HEAD (1u << 3) /* copy the first bytes of each request (RT_REC_RECV_HEAD) */
 
 struct rt_head {
     __u64 ts_ns; /* when the record was emitted */
@@ -121,6 +129,22 @@ struct rt_recv {
     struct rt_rx_path rx;
 };
 
+/* The first recv of a request (the first with data since the socket's last send) when
+ * RT_CFG_CAPTURE_HEAD is set: the request line and the start of the headers, read from the
+ * server's own buffer at syscall exit (read, recvfrom; recvmsg: its first iovec). */
+#define RT_HEAD_BYTES 96
+
+struct rt_recv_head {
+    struct rt_recv recv; /* recv.head.type = RT_REC_RECV_HEAD */
+    __u32 head_len;      /* bytes copied into data: min(ret, RT_HEAD_BYTES), 0 if unreadable */
+    __u32 _pad;
+    char data[RT_HEAD_BYTES];
+};
+
+/* The first send of a response (after a request's first recv) when RT_CFG_CAPTURE_HEAD is
+ * set: its status line (write, sendto; writev, sendmsg: their first iovec). */
+#define RT_STATUS_BYTES 16
+
 struct rt_send {
     struct rt_head head; /* ts_ns = syscall exit */
     struct rt_sock sock;
@@ -136,6 +160,13 @@ struct rt_send {
     __u32 flags;         /* RT_TX_* */
     __u32 _pad;
     char dev[RT_IFNAMSIZ];
+};
+
+struct rt_send_head {
+    struct rt_send send; /* send.head.type = RT_REC_SEND_HEAD */
+    __u32 head_len;      /* bytes copied into data: min(ret, RT_STATUS_BYTES), 0 if unreadable */
+    __u32 _pad;
+    char data[RT_STATUS_BYTES];
 };
 
 struct rt_accept {

@@ -47,6 +47,13 @@ static __always_inline int rt_port_wanted(__u16 lport)
     return 0;
 }
 
+/* Whether the first bytes of each request are copied (RT_CFG_CAPTURE_HEAD, attach mode). */
+static __always_inline int rt_capture_wanted(void)
+{
+    struct rt_config *cfg = rt_config();
+    return cfg && (cfg->flags & RT_CFG_CAPTURE_HEAD);
+}
+
 /* The calling thread's state if it belongs to a target process (created on first use). */
 static __always_inline struct rt_thread_state *rt_target_thread(void)
 {

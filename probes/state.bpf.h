@@ -75,12 +75,17 @@ struct rt_sock_state {
     struct rt_sock sock;
     struct rt_rx_path rx;
     __u64 syn_recv_ts;
+    /* RT_CFG_CAPTURE_HEAD: 1 from a request's first recv (its bytes captured) to its response's
+     * first send (its status line captured), then 0 again. */
+    __u32 in_request;
+    __u32 _pad;
 };
 
 /* The syscall a server thread has in flight (one at a time per thread). */
 struct rt_syscall {
     __u64 enter_ts;
     __u64 sk;
+    __u64 buf; /* the user buffer (recvmsg/sendmsg: struct user_msghdr; writev: struct iovec[]) */
     __u64 xmit_first_ts;
     __u64 xmit_last_ts;
     __s32 fd;

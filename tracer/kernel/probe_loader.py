@@ -33,6 +33,7 @@ from tracer.kernel.native_stderr import captured_native_stderr
 from tracer.kernel.ringbuf_reader import RingBufferReader
 from tracer.records.kernel import (
     RECORD_TYPE_NAMES,
+    RT_CFG_CAPTURE_HEAD,
     RT_CFG_ENABLED,
     RT_CFG_FILTER_PORT,
     RT_CFG_FILTER_TGID,
@@ -124,11 +125,15 @@ class ProbeSession:
 
     # -- filters -----------------------------------------------------------------------
 
-    def set_targets(self, tgids: Iterable[int] = (), ports: Iterable[int] = ()) -> None:
+    def set_targets(
+        self, tgids: Iterable[int] = (), ports: Iterable[int] = (), capture_heads: bool = False
+    ) -> None:
         """Which processes' syscalls and which local ports to trace; enables the probes.
 
         An empty collection means "no filter" for that dimension. At most RT_MAX_TARGETS
-        of each: the kernel side compares them inline on every hit.
+        of each: the kernel side compares them inline on every hit. `capture_heads`: the
+        first read of each request also carries its first bytes (RT_REC_RECV_HEAD), for
+        tracing without server hooks (`reqtrace attach`); may be changed at any time.
         """
         tgids, ports = sorted(set(tgids)), sorted(set(ports))
         if len(tgids) > RT_MAX_TARGETS or len(ports) > RT_MAX_TARGETS:
@@ -136,7 +141,8 @@ class ProbeSession:
         value = RtConfig(
             flags=RT_CFG_ENABLED
             | (RT_CFG_FILTER_TGID if tgids else 0)
-            | (RT_CFG_FILTER_PORT if ports else 0),
+            | (RT_CFG_FILTER_PORT if ports else 0)
+            | (RT_CFG_CAPTURE_HEAD if capture_heads else 0),
             wakeup_every=self.wakeup_every,
             tgid_count=len(tgids),
             port_count=len(ports),

@@ -29,7 +29,9 @@ RT_REC_STATE = 4
 RT_REC_RETRANSMIT = 5
 RT_REC_RESET = 6
 RT_REC_DROP = 7
-RT_REC_TYPES = 8
+RT_REC_RECV_HEAD = 8
+RT_REC_SEND_HEAD = 9
+RT_REC_TYPES = 10
 
 RECORD_TYPE_NAMES = {
     RT_REC_RECV: "recv",
@@ -39,6 +41,8 @@ RECORD_TYPE_NAMES = {
     RT_REC_RETRANSMIT: "retransmit",
     RT_REC_RESET: "reset",
     RT_REC_DROP: "drop",
+    RT_REC_RECV_HEAD: "recv_head",
+    RT_REC_SEND_HEAD: "send_head",
 }
 
 RT_RX_VALID = 1 << 0
@@ -64,6 +68,10 @@ RT_MECH_KPROBE = 4
 RT_CFG_FILTER_TGID = 1 << 0
 RT_CFG_FILTER_PORT = 1 << 1
 RT_CFG_ENABLED = 1 << 2
+RT_CFG_CAPTURE_HEAD = 1 << 3
+
+RT_HEAD_BYTES = 96  # first bytes of a request an RT_REC_RECV_HEAD carries, at most
+RT_STATUS_BYTES = 16  # first bytes of a response an RT_REC_SEND_HEAD carries, at most
 
 # include/net/tcp_states.h
 TCP_STATES = {
@@ -145,6 +153,15 @@ class RtRecv(ctypes.Structure):
     ]
 
 
+class RtRecvHead(ctypes.Structure):
+    _fields_ = [
+        ("recv", RtRecv),
+        ("head_len", u32),
+        ("_pad", u32),
+        ("data", ctypes.c_char * RT_HEAD_BYTES),
+    ]
+
+
 class RtSend(ctypes.Structure):
     _fields_ = [
         ("head", RtHead),
@@ -161,6 +178,15 @@ class RtSend(ctypes.Structure):
         ("flags", u32),
         ("_pad", u32),
         ("dev", ctypes.c_char * RT_IFNAMSIZ),
+    ]
+
+
+class RtSendHead(ctypes.Structure):
+    _fields_ = [
+        ("send", RtSend),
+        ("head_len", u32),
+        ("_pad", u32),
+        ("data", ctypes.c_char * RT_STATUS_BYTES),
     ]
 
 
@@ -233,7 +259,9 @@ MIRROR: dict[str, type[ctypes.Structure]] = {
     "rt_sock": RtSock,
     "rt_rx_path": RtRxPath,
     "rt_recv": RtRecv,
+    "rt_recv_head": RtRecvHead,
     "rt_send": RtSend,
+    "rt_send_head": RtSendHead,
     "rt_accept": RtAccept,
     "rt_state": RtState,
     "rt_retransmit": RtRetransmit,
@@ -313,6 +341,9 @@ class RecvRecord(NamedTuple):
     syscall: int
     waker_cpu: int
     rx: RxPath | None  # None when no data segment arrived since the previous recv
+    # The first bytes it read (up to RT_HEAD_BYTES), only when the kernel captured them: the
+    # first read of a request in attach mode (RT_REC_RECV_HEAD). Empty otherwise.
+    head: bytes = b""
 
 
 class SendRecord(NamedTuple):
@@ -332,6 +363,9 @@ class SendRecord(NamedTuple):
     syscall: int
     flags: int
     dev: str
+    # The first bytes it wrote (up to RT_STATUS_BYTES: the status line), only when the kernel
+    # captured them: the first send of a response in attach mode (RT_REC_SEND_HEAD).
+    head: bytes = b""
 
 
 class AcceptRecord(NamedTuple):
@@ -533,7 +567,7 @@ _RX = _RECV.span("rx.hardirq_ts", "rx.flags")
 _RX_FLAGS, _RX_DEV = _RECV.at["rx.flags"], _RECV.at["rx.dev"]
 
 
-def _decode_recv(data: bytes) -> RecvRecord:
+def _decode_recv(data: bytes, head: bytes = b"") -> RecvRecord:
     v = _RECV.unpack(data)
     rx = None
     if v[_RX_FLAGS] & RT_RX_VALID:
@@ -542,20 +576,42 @@ def _decode_recv(data: bytes) -> RecvRecord:
         RecvRecord,
         (
             v[0], v[2], v[3], v[4], _socket(v[_RECV_SOCK]),
-            *v[_RECV_MID], *v[_RECV_TIMES], *v[_RECV_TAIL], rx,
+            *v[_RECV_MID], *v[_RECV_TIMES], *v[_RECV_TAIL], rx, head,
         ),
     )  # fmt: skip
+
+
+_HEAD_LEN = struct.Struct("<I")
+_HEAD_AT = RtRecvHead.head_len.offset
+_DATA_AT = RtRecvHead.data.offset
+
+
+def _decode_recv_head(data: bytes) -> RecvRecord:
+    length = min(_HEAD_LEN.unpack_from(data, _HEAD_AT)[0], RT_HEAD_BYTES)
+    return _decode_recv(data, bytes(data[_DATA_AT : _DATA_AT + length]))
 
 
 _SEND_SOCK, _SEND_MID, _SEND_DEV = _SEND.sock(), _SEND.span("fd", "flags"), _SEND.at["dev"]
 
 
-def _decode_send(data: bytes) -> SendRecord:
+def _decode_send(data: bytes, head: bytes = b"") -> SendRecord:
     v = _SEND.unpack(data)
     return _new(
         SendRecord,
-        (v[0], v[2], v[3], v[4], _socket(v[_SEND_SOCK]), *v[_SEND_MID], _text(v[_SEND_DEV])),
-    )
+        (
+            v[0], v[2], v[3], v[4], _socket(v[_SEND_SOCK]), *v[_SEND_MID],
+            _text(v[_SEND_DEV]), head,
+        ),
+    )  # fmt: skip
+
+
+_SEND_HEAD_AT = RtSendHead.head_len.offset
+_SEND_DATA_AT = RtSendHead.data.offset
+
+
+def _decode_send_head(data: bytes) -> SendRecord:
+    length = min(_HEAD_LEN.unpack_from(data, _SEND_HEAD_AT)[0], RT_STATUS_BYTES)
+    return _decode_send(data, bytes(data[_SEND_DATA_AT : _SEND_DATA_AT + length]))
 
 
 _ACCEPT_MID = _ACCEPT.span("fd", "syscall")
@@ -590,6 +646,8 @@ _DECODERS = {
     RT_REC_RETRANSMIT: (_RETRANSMIT.size, _decode_retransmit),
     RT_REC_RESET: (_RESET.size, _decode_reset),
     RT_REC_DROP: (_DROP.size, _decode_drop),
+    RT_REC_RECV_HEAD: (ctypes.sizeof(RtRecvHead), _decode_recv_head),
+    RT_REC_SEND_HEAD: (ctypes.sizeof(RtSendHead), _decode_send_head),
 }
 
 _TYPE = struct.Struct("<I")
@@ -636,6 +694,10 @@ def to_json(record: KernelRecord) -> dict[str, Any]:
     for name, value in record._asdict().items():
         if isinstance(value, SocketId | RxPath):
             value = value._asdict()
+        elif isinstance(value, bytes):  # a recv's captured first bytes
+            if not value:
+                continue
+            value = value.decode("latin-1")  # one character per byte, any byte
         out[name] = value
     return out
 
@@ -647,4 +709,6 @@ def from_json(data: dict[str, Any]) -> KernelRecord:
         kwargs["sock"] = SocketId(**kwargs["sock"])
     if kwargs.get("rx") is not None:
         kwargs["rx"] = RxPath(**kwargs["rx"])
+    if "head" in kwargs:
+        kwargs["head"] = str(kwargs["head"]).encode("latin-1")
     return cls(**kwargs)  # type: ignore[no-any-return]
