@@ -200,6 +200,18 @@ def _handoff(t: RequestTrace, s: Stage) -> str:
     )
 
 
+def _server(t: RequestTrace, s: Stage) -> str:
+    reads = _detail(t, "recv_calls", 1)
+    return (
+        f"Between its last read of the request ({reads} read(s) in all) and the first byte of "
+        f"its answer, the server worked on {t.method or 'the request'} "
+        f"{t.path or ''} for {format_duration(s.duration_ns)}: parsing, your code, its "
+        "database and network calls, waiting for a worker or for the interpreter. Attach "
+        "mode sees the server only from the outside (its syscalls), so this is one block; "
+        "`reqtrace run` splits it into parse, loop queue and app."
+    )
+
+
 def _unobserved(t: RequestTrace, s: Stage) -> str:
     reasons = [n.split(": ", 2)[-1] for n in t.notes if n.startswith("unobserved:")]
     why = f" Why: {reasons[0]}." if reasons else ""
@@ -320,6 +332,14 @@ LESSONS: dict[str, Lesson] = {
         "a full send buffer (writes queued until the socket drains); the loop busy with "
         "other work before the write ran.",
         "see the send stage's buffer sizes; keep the loop free (the holder named here).",
+    ),
+    "server": Lesson(
+        "the server's own work (attach mode)",
+        _server,
+        "slow application code or the calls it waits for; all workers or threads busy "
+        "(requests queue inside the server); CPU-bound work holding an event loop or the GIL.",
+        "profile the server (py-spy dump/top on its pid); add workers; compare with the "
+        "client's latency to see how much of it is the server's.",
     ),
     "send": Lesson(
         "send syscall and transmit",

@@ -25,7 +25,9 @@ def _exchange(plan: ProbePlan, capture: bool, requests: int = 3) -> list[KernelR
 
         def closed(records: list[KernelRecord]) -> bool:
             return any(
-                isinstance(r, StateRecord) and r.sock.rport == client_port and r.newstate == TCP_CLOSE
+                isinstance(r, StateRecord)
+                and r.sock.rport == client_port
+                and r.newstate == TCP_CLOSE
                 for r in records
             )
 

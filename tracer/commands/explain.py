@@ -65,7 +65,7 @@ SECTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         "recv, parse, app, send",
         "The server reads the bytes (a syscall), parses HTTP, calls your ASGI app, and writes "
         "the response back into the kernel (another syscall).",
-        ("recv", "parse", "body", "app", "send"),
+        ("recv", "parse", "body", "app", "server", "send"),
     ),
 )
 

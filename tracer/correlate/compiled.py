@@ -25,6 +25,8 @@ COMPILED_MODULES = (
     "tracer.correlate.reorder",
     "tracer.correlate.stage_builder",
     "tracer.correlate.loop_blame",
+    "tracer.correlate.kernel_only",
+    "tracer.correlate.request_line",
 )
 PURE_ENV = "REQTRACE_PURE"
 

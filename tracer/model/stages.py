@@ -158,6 +158,13 @@ STAGES: tuple[StageDef, ...] = (
         loop_wait=True,
     ),
     StageDef(
+        "server",
+        SERVER,
+        "the request's last recv exit → its response's first send enter (attach mode: no hooks)",
+        PROBES,
+        optional=True,
+    ),
+    StageDef(
         "send",
         SYSCALL,
         "send syscall(s) enter → exit (copy to kernel, TCP out, device xmit)",

@@ -117,6 +117,7 @@ STAGE_ACTORS: dict[str, Actor] = {
     "loop_queue": Actor(LOOP, SERVER_P, "app task scheduled"),
     "app": Actor(APP_P, "", "app(scope, receive, send)"),
     "handoff": Actor(SERVER_P, LOOP, "response body"),
+    "server": Actor(SERVER_P, "", "request bytes"),
     "send": Actor(KERNEL_P, SERVER_P, "send()"),
 }
 """Every request stage but `unobserved` (drawn where the request was at the time)."""
