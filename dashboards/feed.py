@@ -36,6 +36,8 @@ class RunInfo:
     live: bool = True
     recording_path: str = ""
     header: dict[str, Any] = field(default_factory=dict)  # recording header, for ctrl+s
+    mode: str = ""  # "attach": no hooks in the server (kernel and syscall stages only)
+    limits: str = ""  # what this mode cannot see, and why (the header says so)
 
 
 @dataclass

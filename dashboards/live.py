@@ -11,19 +11,45 @@ import contextlib
 import resource
 import signal
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from dashboards.app import ReqtraceApp
 from dashboards.feed import FeedStatus, LiveFeed, RunInfo
 
-if TYPE_CHECKING:
-    from tracer.session.view import SessionView
+
+class RunView(Protocol):
+    """What the dashboard asks of a live trace: tracer/session/view.py's SessionView
+    (`reqtrace run`) and AttachView (`reqtrace attach`)."""
+
+    @property
+    def address(self) -> str: ...
+    @property
+    def server_pid(self) -> int: ...
+    @property
+    def runs_as(self) -> str: ...
+    @property
+    def coverage(self) -> dict[str, str]: ...
+    @property
+    def clock_offset_ns(self) -> int: ...
+    @property
+    def recording_path(self) -> str: ...
+    @property
+    def duration(self) -> float | None: ...
+    @property
+    def max_requests(self) -> int | None: ...
+    def recording_header(self) -> dict[str, Any]: ...
+    def traces_done(self) -> int: ...
+    def lost_records(self) -> int: ...
+    def stop_reason(self) -> str: ...
+    def server_running_pid(self) -> int: ...
+    def listener_buffer_sizes(self) -> tuple[int | None, int | None]: ...
+    def request_stop(self) -> None: ...
 
 
 class ServerStatus:
     """What the header shows about the server process, refreshed at most once a second."""
 
-    def __init__(self, session: SessionView) -> None:
+    def __init__(self, session: RunView) -> None:
         self.session = session
         self._cached = FeedStatus()
         self._at = 0.0
@@ -61,7 +87,7 @@ class ServerStatus:
 class LiveApp(ReqtraceApp):
     """The dashboard of a running trace: stops itself when the run has to end."""
 
-    def __init__(self, feed: LiveFeed, session: SessionView) -> None:
+    def __init__(self, feed: LiveFeed, session: RunView) -> None:
         super().__init__(feed)
         self.session = session
         self.deadline = time.monotonic() + session.duration if session.duration else None
@@ -89,7 +115,7 @@ def new_live_feed(title: str) -> LiveFeed:
     return LiveFeed(RunInfo(title=title))
 
 
-def run_dashboard(session: SessionView, feed: LiveFeed) -> None:
+def run_dashboard(session: RunView, feed: LiveFeed) -> None:
     """The `wait` of a run with the dashboard: returns when the user quits."""
     feed.info.address = session.address
     feed.info.server_pid = session.server_pid
@@ -98,6 +124,8 @@ def run_dashboard(session: SessionView, feed: LiveFeed) -> None:
     feed.info.clock_offset_ns = session.clock_offset_ns
     feed.info.recording_path = session.recording_path
     feed.info.header = session.recording_header()
+    feed.info.mode = str(feed.info.header.get("mode", ""))
+    feed.info.limits = str(feed.info.header.get("unavailable", ""))
     feed.set_status_probe(ServerStatus(session))
     # The app's event loop takes SIGTERM/SIGHUP while it runs and leaves them at the default
     # action when it closes: put the run's stop handlers back for the shutdown that follows.

@@ -24,6 +24,8 @@ def recording_feed(recording: Recording) -> RecordingFeed:
         live=False,
         recording_path=recording.path,
         header={k: v for k, v in header.items() if k not in ("type", "schema")},
+        mode=str(header.get("mode", "")),
+        limits=str(header.get("unavailable", "")),
     )
     lost = footer.get("lost_records") or {}
     status = FeedStatus(

@@ -87,6 +87,8 @@ def header_lines(
     if info.runs_as:
         style = "bold red" if info.runs_as == "root" else "grey70"
         first.append((1 if info.runs_as == "root" else 4, _part(f" as {info.runs_as}", style)))
+    if info.mode == "attach":
+        first.append((1, _part("  attach mode: no parse/app stages (no hooks)", "yellow")))
     if status.message:
         first.append((0, _part(f"  {status.message}", "bold yellow")))
     second: list[tuple[int, Text]] = [(9, _part(" "))]

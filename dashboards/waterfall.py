@@ -42,6 +42,7 @@ def waterfall_lines(
     """
     lines = []
     names = row_names(trace, compact)
+    hookless = hookless_stages(trace)
     title = Text(no_wrap=True, overflow="ellipsis")
     title.append(f"{trace.method} {trace.path}", "bold")
     title.append(f" → {trace.status or 'no response'}", "bold")
@@ -79,7 +80,8 @@ def waterfall_lines(
         if stage is None:
             line.append(name.ljust(STAGE_W)[:STAGE_W] + " ", "grey50")
             line.append("·" * bar_w, "grey27")
-            line.append("not seen".rjust(DURATION_W + 1), "grey50 italic")
+            missing = "no hooks" if name in hookless else "not seen"
+            line.append(missing.rjust(DURATION_W + 1), "grey50 italic")
         else:
             line.append(name.ljust(STAGE_W)[:STAGE_W] + " ", layer_color(layer))
             line.append_text(
@@ -95,6 +97,19 @@ def waterfall_lines(
     if not compact:
         lines.append(explain_connection(trace))
     return lines
+
+
+HOOKLESS_MARK = "not observable in attach mode"
+
+
+def hookless_stages(trace: RequestTrace) -> set[str]:
+    """Stages this trace cannot have because the server had no hooks (`reqtrace attach`):
+    the note that says so names them (tracer/correlate/kernel_only.py)."""
+    for note in trace.notes:
+        names, _, reason = note.partition(": ")
+        if reason.startswith(HOOKLESS_MARK):
+            return set(names.split(", "))
+    return set()
 
 
 def _dominant_index(trace: RequestTrace, names: list[str]) -> int:

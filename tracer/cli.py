@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "serve": "tracer.commands.serve:serve_command",
     "run": "tracer.commands.run:run_command",
     "demo": "tracer.commands.run:demo_command",
+    "attach": "tracer.commands.attach:attach_command",
     "show": "tracer.commands.show:show_command",
     "report": "tracer.commands.report:report_command",
     "explain": "tracer.commands.explain:explain_command",
@@ -31,10 +32,11 @@ COMMANDS: dict[str, str] = {
 
 EXIT_STATUSES = """\
 exit status (every command):
-  0    done; run and demo: stopped as asked (Ctrl-C, SIGTERM, --duration,
+  0    done; run, demo and attach: stopped as asked (Ctrl-C, SIGTERM, --duration,
        --max-requests, q)
   1    the app or its server failed (serve, run, demo: the app cannot be imported,
-       a crash; 3: the app's lifespan startup failed, as uvicorn); diff --exit-code:
+       a crash; 3: the app's lifespan startup failed, as uvicorn; attach: the traced
+       server exited); diff --exit-code:
        some stage moved; lab exec/load: the command's own status
   2    cannot do it: bad usage; cannot trace here (not root, no BCC: run, demo,
        doctor); port in use; --record folder missing or file already there;
@@ -59,6 +61,20 @@ else reqtrace's own. The app runs there, as the sudo caller (or --user), with it
 packages, as under uvicorn; httptools must be importable there (reqtrace lends its own
 when the Python versions match). Under sudo, call reqtrace by its path:
   sudo "$(command -v reqtrace)" run app:app
+
+"""
+    + EXIT_STATUSES
+)
+
+
+ATTACH_NOTES = (
+    """\
+any server, any language, without restarting it: requests are delimited from its
+syscalls (a request is the first read after an answer; its method and path are read from
+its first bytes in the kernel), with every kernel stage, recv, send and a `server` stage
+(its last read of the request -> its first send). Without reqtrace's hooks inside the
+server, parse, loop queue and app cannot be seen (reqtrace run shows them). Only
+HTTP/1.x in clear text; a server that exits ends the attach (exit status 1).
 
 """
     + EXIT_STATUSES
@@ -178,6 +194,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_arguments(demo, app_python=False)
 
+    attach = commands.add_parser(
+        "attach",
+        help="trace a server that is already running, by pid, from the kernel (needs root)",
+        epilog=ATTACH_NOTES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    attach.add_argument(
+        "--pid", type=int, required=True, help="the server's process (its children are followed)"
+    )
+    attach.add_argument(
+        "--port",
+        type=int,
+        action="append",
+        metavar="PORT",
+        help="the server's port (repeatable; default: every TCP port the process listens on)",
+    )
+    traced = attach.add_argument_group("tracing")
+    traced.add_argument("--record", metavar="FILE", help="write every request to a recording")
+    traced.add_argument(
+        "--force", action="store_true", help="overwrite the --record file if it exists"
+    )
+    traced.add_argument("--no-tui", action="store_true", help="log one line per request instead")
+    traced.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    traced.add_argument("--max-requests", type=int, metavar="N", help="stop after N requests")
+    traced.add_argument(
+        "--no-redact",
+        action="store_true",
+        help="keep Authorization/Cookie values in recordings (redacted by default)",
+    )
+
     show = commands.add_parser("show", help="open the dashboard on a recording")
     show.add_argument("file", help=RECORDING_HELP)
 
@@ -287,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Commands that load BPF: the distribution's BCC is found even from a user's virtualenv.
-NEEDS_BCC = frozenset({"run", "demo", "doctor", "lab"})
+NEEDS_BCC = frozenset({"run", "demo", "attach", "doctor", "lab"})
 
 
 HOSTED_SERVERS = ("reqtrace", "uvicorn", "gunicorn")

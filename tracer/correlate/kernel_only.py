@@ -56,6 +56,7 @@ from tracer.correlate.correlator import (
     SWEEP_EVERY,
     CorrelatorLimits,
     CorrelatorStats,
+    FeedRecord,
 )
 from tracer.correlate.reorder import ReorderBuffer
 from tracer.correlate.request_line import parse_request_head, parse_status
@@ -89,11 +90,24 @@ BLOCKING_NOTE = (
     " (blocking I/O, e.g. a thread per connection): its wakeup is inside the recv stage,"
     " counted from the data's arrival"
 )
+NO_LOOP_NOTE = (
+    "event_loop: the reading thread waited in no epoll call (a thread per connection, or"
+    " blocking I/O): the data sat in the socket buffer until the server read it"
+)
 NO_RESPONSE_NOTE = (
     "server, send: no response was sent on this connection before it closed or tracing"
     " ended (or its send records were lost)"
 )
 RECEIVE_PATH = frozenset(RX_PATH_STAGES) - {"wakeup", "event_loop"}
+KERNEL_RECORD_TYPES = (
+    RecvRecord,
+    SendRecord,
+    AcceptRecord,
+    StateRecord,
+    RetransmitRecord,
+    ResetRecord,
+    DropRecord,
+)
 _new = tuple.__new__
 
 
@@ -193,6 +207,10 @@ def build_turn_timeline(turn: Turn) -> Timeline:
         notes.append(BLOCKING_NOTE)
         details["recv_blocked_us"] = (arrived - recv_start) / 1000
         recv_start = arrived
+    elif not 0 < first.epoll_exit_ts <= recv_start:  # read without any epoll wait before it
+        candidates[:] = [stage for stage in candidates if stage.name != "event_loop"]
+        notes[:] = [note for note in notes if not note.startswith("event_loop:")]
+        notes.append(NO_LOOP_NOTE)
     candidates.append(_new(Stage, ("recv", SYSCALL, recv_start, recv_exit)))
     if not start or recv_start < start:
         start = recv_start
@@ -273,12 +291,13 @@ class KernelOnlyCorrelator:
 
     # ---- public API (the Correlator's) ---------------------------------------------------
 
-    def feed(self, record: KernelRecord) -> list[RequestTrace]:
+    def feed(self, record: FeedRecord) -> list[RequestTrace]:
         """Take one kernel record; return the requests it allowed to complete.
 
         Hook records have no place here (a server with hooks is traced by `Correlator`)."""
-        if type(record) not in self._handlers:
-            raise TypeError(f"attach mode correlates kernel records only, not a {type(record)}")
+        if not isinstance(record, KERNEL_RECORD_TYPES):
+            name = type(record).__name__
+            raise TypeError(f"attach mode correlates kernel records only, not a {name}")
         self._counts.records_fed += 1
         self._counts.kernel_records += 1
         released = self._window.push(record.ts_ns, record)

@@ -1,10 +1,11 @@
 """The live pipeline: kernel records and server hooks in, finished request traces out.
 
 One thread runs `step()` in a loop: wait up to 20 ms for the ring buffer, take whatever
-the hook pipe holds, feed both to the correlator, let the correlator's clock advance to now
-(so requests finish even when traffic stops), tell it about records the ring buffer lost,
-and hand finished traces to every sink. The correlator itself never sees a clock or a
-thread: replaying the raw log gives the same traces.
+the hook pipe holds (attach mode has none: kernel records alone), feed both to the
+correlator, let the correlator's clock advance to now (so requests finish even when
+traffic stops), tell it about records the ring buffer lost, and hand finished traces to
+every sink. The correlator itself never sees a clock or a thread: replaying the raw log
+gives the same traces.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class Pipeline:
         self,
         correlator: CorrelatorLike,
         probes: ProbeSession | None,
-        hooks: HookChannelReader,
+        hooks: HookChannelReader | None,
         sinks: Sequence[TraceSink],
         poll_ms: int = 20,
     ) -> None:
@@ -97,7 +98,7 @@ class Pipeline:
                 if wait:
                     time.sleep(self.poll_ms / 1000)
                 kernel = []
-            hooks = self.hooks.read()
+            hooks = self.hooks.read() if self.hooks is not None else []
             out: list[RequestTrace] = []
             feed = self.correlator.feed
             for record in in_feed_order(kernel, hooks):
@@ -144,7 +145,7 @@ class Pipeline:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.step()
-            if hooks_done() and self.hooks.eof:
+            if hooks_done() and (self.hooks is None or self.hooks.eof):
                 break
         self.step(wait=False)
         with self._lock:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tracer.session.attach_session import AttachSession
 from tracer.session.listener import buffer_sizes
 from tracer.session.run_session import RunSession
 
@@ -96,6 +97,80 @@ class SessionView:
         return buffer_sizes(listener) if listener is not None else (None, None)
 
     # -- the one request ------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._session.stop.set()
+
+
+class AttachView:
+    """The same read-only face for `reqtrace attach` (dashboards/live.py's RunView)."""
+
+    __slots__ = ("_session",)
+
+    def __init__(self, session: AttachSession) -> None:
+        self._session = session
+
+    @property
+    def app(self) -> str:
+        return self._session.server
+
+    @property
+    def address(self) -> str:
+        return ", ".join(self._session.addresses)
+
+    @property
+    def server_pid(self) -> int:
+        return self._session.options.pid
+
+    @property
+    def runs_as(self) -> str:
+        tree = self._session.tree
+        return tree.user if tree is not None else ""
+
+    @property
+    def coverage(self) -> dict[str, str]:
+        plan = self._session.plan
+        return dict(plan.coverage()) if plan is not None else {}
+
+    @property
+    def clock_offset_ns(self) -> int:
+        return self._session.clock_offset_ns
+
+    @property
+    def recording_path(self) -> str:
+        return self._session.options.record or ""
+
+    @property
+    def duration(self) -> float | None:
+        return self._session.options.duration
+
+    @property
+    def max_requests(self) -> int | None:
+        return self._session.options.max_requests
+
+    def recording_header(self) -> dict[str, Any]:
+        return self._session.recording_header()
+
+    def traces_done(self) -> int:
+        pipeline = self._session.pipeline
+        return pipeline.counters.traces if pipeline is not None else 0
+
+    def lost_records(self) -> int:
+        pipeline = self._session.pipeline
+        return pipeline.counters.lost_records if pipeline is not None else 0
+
+    def otlp_dropped(self) -> int | None:
+        return None
+
+    def stop_reason(self) -> str:
+        return self._session.should_stop()
+
+    def server_running_pid(self) -> int:
+        tree = self._session.tree
+        return tree.pid if tree is not None and tree.alive() else 0
+
+    def listener_buffer_sizes(self) -> tuple[int | None, int | None]:
+        return None, None  # the server's own socket: not ours to look at
 
     def request_stop(self) -> None:
         self._session.stop.set()
