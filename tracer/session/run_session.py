@@ -374,6 +374,8 @@ class RunSession:
             "reqtrace_version": __version__,
             "host": platform.node(),
             "kernel": platform.release(),
+            "mode": "run",  # `reqtrace attach` writes "attach"
+            "server": self.options.hosted.kind if self.options.hosted else "reqtrace",
             "app": str(self.config.app),
             "address": self.url,
             "server_pid": self.child.pid if self.child else 0,
