@@ -61,6 +61,8 @@ observed stages, with its reason (no silent gaps).
                    part-way shows the uncovered part in inverse colours
   [grey27]·······[/grey27]          a stage not observed for this request ("not seen"; the lesson
                    below says why); ⋮ more rows above or below (short terminal)
+  no hooks         a stage `reqtrace attach` cannot see: the server has no reqtrace hooks
+                   (parse, loop queue, app); its `server` stage holds that time
   ▶                the stage explained below (drilled in)
   a → b            client address → server address; method path → status
 The panel below the waterfall explains the highlighted stage with this request's numbers
@@ -72,6 +74,7 @@ The panel below the waterfall explains the highlighted stage with this request's
   filter: … (N match)   the filter in force and how many requests passed it
   list: slowest+failed+newest   the list is leaving requests out (see ⋯ above)
   kernel 9/9 · …   probe points attached per layer (yellow: some are missing)
+  attach mode: …   a server traced by `reqtrace attach`: kernel and syscall stages only
 """
 
 
