@@ -175,6 +175,30 @@ def test_a_large_response_in_many_sends_with_a_full_buffer_is_one_request() -> N
     assert first.stage("send").duration_ns > 800 * MS  # the drains are in it
 
 
+def test_an_interim_100_continue_does_not_end_the_request() -> None:
+    """Expect: 100-continue: headers read, "100 Continue" sent, the body read, then the
+    answer: one request, its server stage from the body's read to the answer."""
+    scenario = Scenario()
+    connection = new_connection(scenario, 1_000 * MS)
+    head = b"POST /up HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5000\r\n\r\n"
+    attach_request(
+        connection, 1_001 * MS, request=head, sends=(25,), status_line=b"HTTP/1.1 100 Continue"
+    )
+    body = attach_request(
+        connection, 1_002 * MS, request=b"b" * 5000, status_line=b"HTTP/1.1 201 C"
+    )
+    traces = attach_run(kernel_only(scenario))
+    assert len(traces) == 1
+    [trace] = traces
+    assert (trace.method, trace.path, trace.status) == ("POST", "/up", 201)
+    assert trace.stage("server") is not None
+    assert (trace.stage("server").start_ns, trace.stage("send").end_ns) == (
+        body.stages["server"][0],
+        body.end_ns,
+    )
+    assert trace.details["recv_calls"] == 2 and trace.details["send_calls"] == 2
+
+
 def test_a_quiet_gap_longer_than_the_settle_time_ends_the_response() -> None:
     """Without a full buffer a response is over after send_settle_ns of quiet: a send that
     comes later, before any read, belongs to no request (counted)."""

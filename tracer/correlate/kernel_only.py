@@ -24,6 +24,8 @@ conversation on the connection, HTTP/1.x being strictly turn by turn:
    and headers in several segments, an upload).
 3. Sends until the next request begins are its response (a large one takes many); the
    first one's captured status line (RT_REC_SEND_HEAD) gives the status.
+   An interim answer ("HTTP/1.1 100 Continue") does not end the request: the body read
+   after it is still the request's, and the answer proper starts at the next send.
 4. A request is emitted when the next one begins, when its connection closes, or once no
    send came for `send_settle_ns` after its last one (`drain_timeout_ns` after a full
    socket buffer). Sends that come later, before another read, are counted as unmatched.
@@ -158,6 +160,8 @@ class Turn:
         self.deadline_ns = 0
 
     def add_recv(self, record: RecvRecord) -> None:
+        # A read after an interim answer ("100 Continue"): the answer proper comes later.
+        self.first_send = None
         self.last_recv = record
         self.recv_calls += 1
         self.recv_bytes += record.ret
@@ -176,9 +180,12 @@ class Turn:
         ret = record.ret
         if ret > 0:
             self.send_bytes += ret
-            self.answered = True
-            if record.head and not self.status_head:
-                self.status_head = record.head
+            head = record.head
+            interim = 100 <= parse_status(head) < 200  # "100 Continue": the request goes on
+            if not interim:
+                self.answered = True
+            if head and (not self.status_head or 100 <= parse_status(self.status_head) < 200):
+                self.status_head = head
         elif ret == -EAGAIN:
             self.eagain += 1
             self.backpressured = True
