@@ -62,6 +62,7 @@ def test_run_traces_a_fastapi_app_into_a_complete_recording(tmp_path: Path) -> N
     assert recording.footer is not None and not recording.problems
     assert recording.header and recording.header["schema"] == "reqtrace.trace/1"
     assert recording.header["probe_plan"] and recording.header["kernel"] == os.uname().release
+    assert (recording.header["mode"], recording.header["server"]) == ("run", "reqtrace")
     assert oct(recording_path.stat().st_mode & 0o777) == "0o600"
     by_path = {t.path: t for t in recording.traces}
     assert {"/items/7", "/items", "/stream"} <= set(by_path)
