@@ -89,6 +89,8 @@ def header_lines(
         first.append((1 if info.runs_as == "root" else 4, _part(f" as {info.runs_as}", style)))
     if info.mode == "attach":
         first.append((1, _part("  attach mode: no parse/app stages (no hooks)", "yellow")))
+    elif info.limits:  # a server reqtrace runs but could not hook
+        first.append((1, _part("  no hooks: no parse/app stages", "yellow")))
     if status.message:
         first.append((0, _part(f"  {status.message}", "bold yellow")))
     second: list[tuple[int, Text]] = [(9, _part(" "))]

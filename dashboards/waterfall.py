@@ -99,12 +99,13 @@ def waterfall_lines(
     return lines
 
 
-HOOKLESS_MARK = "not observable in attach mode"
+HOOKLESS_MARK = "not observable without reqtrace's hooks"  # kernel_only.py's notes say so
 
 
 def hookless_stages(trace: RequestTrace) -> set[str]:
-    """Stages this trace cannot have because the server had no hooks (`reqtrace attach`):
-    the note that says so names them (tracer/correlate/kernel_only.py)."""
+    """Stages this trace cannot have because the server had no hooks (`reqtrace attach`, or
+    a server `run` could not hook): the note that says so names them
+    (tracer/correlate/kernel_only.py)."""
     for note in trace.notes:
         names, _, reason = note.partition(": ")
         if reason.startswith(HOOKLESS_MARK):

@@ -217,7 +217,7 @@ def _downstream_works(record: Path, tmp_path: Path) -> None:
     explain = cli("explain", str(record), "--slowest")
     assert explain.returncode == 0, explain.stderr
     assert "mode attach" in explain.stdout and "server" in explain.stdout
-    assert "not observable in attach mode" in explain.stdout
+    assert "not observable without reqtrace's hooks" in explain.stdout
     html = tmp_path / "report.html"
     assert cli("report", str(record), "--html", "-o", str(html)).returncode == 0
 

@@ -38,7 +38,7 @@ def test_the_teaching_panel_explains_the_server_stage_and_the_missing_ones() -> 
     server = explain(trace, "server").plain
     assert "GET /orders/7" in server and "reqtrace run" in server
     parse = explain(trace, "parse").plain
-    assert "Not observable in attach mode".lower() in parse.lower()
+    assert "not observable without reqtrace's hooks" in parse.lower()
     assert "not observed" in summary(trace, "app").plain
 
 
@@ -47,4 +47,7 @@ def test_the_header_says_attach_mode() -> None:
     text = header_lines(info, FeedStatus(), [1.0], ListState(), width=160).plain
     assert "attach mode: no parse/app stages (no hooks)" in text
     plain = header_lines(RunInfo(title="app:app"), FeedStatus(), [1.0], ListState(), width=160)
-    assert "attach mode" not in plain.plain
+    assert "attach mode" not in plain.plain and "no hooks" not in plain.plain
+    fallback = RunInfo(title="app:app", mode="run", limits="kernel only")
+    text = header_lines(fallback, FeedStatus(), [1.0], ListState(), width=160).plain
+    assert "no hooks: no parse/app stages" in text

@@ -82,10 +82,11 @@ TCP_CLOSE = 7
 TCP_CLOSE_WAIT = 8
 
 HOOK_STAGES = "parse, body, pipeline_wait, loop_queue, app, handoff, startup"
+HOOKLESS_MARK = "not observable without reqtrace's hooks in the server"  # the notes' reason
 ATTACH_NOTE = (
-    f"{HOOK_STAGES}: not observable in attach mode: the server has no reqtrace hooks, so only"
-    " its syscalls and the kernel are seen (the server stage is its time between the last"
-    " read and the first send); `reqtrace run` shows them"
+    f"{HOOK_STAGES}: {HOOKLESS_MARK}: only its syscalls and the kernel are seen (attach"
+    " mode, or a server reqtrace could not hook); the server stage is its time between the"
+    " last read and the first send, which `reqtrace run` with hooks splits into them"
 )
 BLOCKING_NOTE = (
     "wakeup, event_loop: the server thread was already blocked in recv when the data came"
@@ -505,8 +506,8 @@ class KernelOnlyCorrelator:
             details["pipelined_requests"] = head.requests_seen
             extra.append(
                 f"pipelined: the first read carried {head.requests_seen} request lines (the"
-                " client sent them without waiting): attach mode sees one request per read and"
-                " answer, so their responses are counted in this one"
+                " client sent them without waiting): without hooks, one request is seen per read"
+                " and answer, so their responses are counted in this one"
             )
         if connection.events:
             details.update(connection.events_between(start, end))

@@ -22,8 +22,9 @@ holds all of the server's own time. The kernel, epoll and syscall stages are the
 with `reqtrace run`.
 
 For a server reqtrace starts itself but cannot hook (the kernel-only fallback of `run
---server`): `ProbeSession.set_targets(..., capture_heads=True)` and a
-`KernelOnlyCorrelator` in the pipeline are all it takes; `ProcessTree` follows workers.
+--server`): `kernel_only_tracing(probes, pids, ports)` arms the probes and returns the
+`KernelOnlyCorrelator` to put in the pipeline; `UNAVAILABLE` goes in the recording header;
+`ProcessTree` follows workers.
 """
 
 from __future__ import annotations
@@ -61,9 +62,9 @@ EXIT_INTERRUPTED = 130
 WATCH_INTERVAL_S = 1.0
 
 UNAVAILABLE = (
-    "attach mode: kernel and syscall stages only; "
-    f"{HOOK_STAGES.replace(', startup', '')} need reqtrace's hooks in the server "
-    "(reqtrace run), the server stage holds its own time"
+    "no reqtrace hooks in the server: kernel and syscall stages only; "
+    f"{HOOK_STAGES.replace(', startup', '')} need them (reqtrace run), the server stage "
+    "holds the server's own time"
 )
 
 
@@ -153,6 +154,22 @@ class ProcessTree:
         return sorted(found, key=lambda item: (item[1], item[0]))
 
 
+def kernel_only_tracing(
+    probes: ProbeSession, tgids: list[int], ports: list[int]
+) -> KernelOnlyCorrelator:
+    """Arm loaded probes for a server without reqtrace's hooks; returns the correlator to
+    feed their records (in a Pipeline with no hook channel).
+
+    The kernel-only fallback of `reqtrace run --server` uses this as `attach` does: the
+    filters with RT_CFG_CAPTURE_HEAD (each request's first bytes and each response's status
+    line copied in the kernel) and the correlator that delimits requests from them. Put
+    `UNAVAILABLE` in the recording header's "unavailable" key so that the dashboard and
+    `show` say what cannot be seen. Call again when the processes change (workers).
+    """
+    probes.set_targets(tgids=tgid_filter(tgids), ports=ports, capture_heads=True)
+    return KernelOnlyCorrelator()
+
+
 def tgid_filter(pids: list[int]) -> list[int]:
     """The processes to filter on; [] (no process filter, the port filter alone) when there
     are more than the kernel side compares inline."""
@@ -218,6 +235,11 @@ class AttachSession:
             + (f" and {workers} child process{'es' if workers != 1 else ''}" if workers else "")
             + f" run as {tree.user}, listening on {', '.join(self.addresses)}"
         )
+        if not tgid_filter(self._pids):
+            say(
+                f"{len(self._pids)} processes: more than the {RT_MAX_TARGETS} the probes compare"
+                " inline, so only the port filter applies"
+            )
         self.probes = RunProbes(facts, ProbeCache.open(), say)
         self.probes.start_compiling()
 
@@ -260,7 +282,7 @@ class AttachSession:
             raise AttachError(str(exc)) from None
 
     def _arm(self, probes: ProbeSession) -> None:
-        probes.set_targets(tgids=tgid_filter(self._pids), ports=self.ports, capture_heads=True)
+        kernel_only_tracing(probes, self._pids, self.ports)
 
     # -- 5: following the process tree ----------------------------------------------------------
 
@@ -305,7 +327,7 @@ class AttachSession:
             self.session = probes
             if self.stop.is_set():
                 raise AttachError(f"interrupted ({self.stop.reason})", EXIT_INTERRUPTED)
-            self._arm(probes)
+            correlator = kernel_only_tracing(probes, self._pids, self.ports)
             recorder = None
             if self.options.record:
                 recorder = Recorder(
@@ -316,9 +338,7 @@ class AttachSession:
                 sinks.append(recorder.write_many)
             if self.options.no_tui:
                 sinks += [self.tail.extend, RequestLog(self.clock_offset_ns)]
-            self.pipeline = Pipeline(
-                KernelOnlyCorrelator(), probes, None, [*sinks, *self.extra_sinks]
-            )
+            self.pipeline = Pipeline(correlator, probes, None, [*sinks, *self.extra_sinks])
             pipeline_stop = threading.Event()
             pipeline_thread = threading.Thread(
                 target=self.pipeline.run,
