@@ -25,7 +25,7 @@ import traceback
 from collections.abc import Sequence
 
 from tracer.hosted import gunicorn_worker
-from tracer.hosted.uvicorn_server import LoadError, Milestones
+from tracer.hosted.uvicorn_server import LoadError, Milestones, protocol_name
 from tracer.hosted.uvicorn_support import hooked_protocol
 
 DEFAULT_WORKER = "uvicorn.workers.UvicornWorker"
@@ -50,9 +50,12 @@ class HostedGunicorn:
         self.milestones = milestones
         self.capture_headers = capture_headers
         self.load_error: LoadError | None = None
+        self.description = "gunicorn"  # e.g. "gunicorn 27.0.1, uvicorn 0.55.0 workers"
+        self.app_imported = False  # only with --preload: else each worker imports it
         self._running = False
 
     def run(self, install_signal_handlers: bool = True) -> int:
+        import gunicorn
         from gunicorn.app.wsgiapp import WSGIApplication
 
         sys.argv = ["gunicorn", *self.argv]
@@ -72,6 +75,10 @@ class HostedGunicorn:
 
         http = dict(getattr(base, "CONFIG_KWARGS", {})).get("http", "auto")
         protocol, why_not = hooked_protocol(http, uvicorn.__version__)
+        self.description = (
+            f"gunicorn {gunicorn.__version__}, {cfg.workers} x {base.__module__}.{base.__name__}"
+            f" (uvicorn {uvicorn.__version__}, {protocol_name(protocol or http)})"
+        )
         if protocol is None:
             self.milestones.hooks_off(why_not)
         cfg.set("worker_class", gunicorn_worker.traced_worker_class(base, protocol))
@@ -90,6 +97,7 @@ class HostedGunicorn:
                 self.load_error = LoadError(exc.name or "")
                 logger.error("Error loading ASGI app: %s\n%s", exc, traceback.format_exc())
                 return 1
+            self.app_imported = True
         code = self.milestones.app_loaded()
         if code is not None:
             return code

@@ -71,6 +71,7 @@ class HostedUvicorn(ServerOwner):
         self.hook_fd = hook_fd
         self.capture_headers = capture_headers
         self.load_error: LoadError | None = None
+        self.description = "uvicorn"  # e.g. "uvicorn 0.55.0 (httptools)", once known
 
     def run(self, install_signal_handlers: bool = True) -> int:
         """Parse the flags, serve until stopped; the exit status (uvicorn's: 3 lifespan)."""
@@ -88,6 +89,8 @@ class HostedUvicorn(ServerOwner):
             )
             return EXIT_USAGE
         protocol, why_not = hooked_protocol(options.get("http", "auto"), uvicorn.__version__)
+        chosen = protocol.__name__ if protocol else options.get("http", "auto")
+        self.description = f"uvicorn {uvicorn.__version__} ({protocol_name(chosen)})"
         writer = None
         if protocol is None:
             self.milestones.hooks_off(why_not)
@@ -158,6 +161,12 @@ def parse_uvicorn_flags(argv: Sequence[str]) -> tuple[Any, dict[str, Any]] | int
     if "app" not in caught:
         return status if isinstance(status, int) else 0
     return caught["app"], caught["options"]
+
+
+def protocol_name(http: Any) -> str:
+    """httptools, h11, or what the user gave (a name, or a class)."""
+    name = http if isinstance(http, str) else getattr(http, "__name__", str(http))
+    return {"TracedHttpToolsProtocol": "httptools", "TracedH11Protocol": "h11"}.get(name, name)
 
 
 def uvicorn_main_module() -> Any:

@@ -197,6 +197,7 @@ class RunSession:
         self._serving_since: float | None = None
         self._stopped = False
         self.workers: WorkerFollower | None = None  # --server gunicorn: follows the workers
+        self.server_description = "reqtrace"  # or e.g. "uvicorn 0.55.0 (httptools)"
 
     # -- 1-2: checks, and the app imported by the server child ----------------------------------
 
@@ -248,9 +249,14 @@ class RunSession:
                 )
             raise self._child_failed_at_startup()
         facts_of_child = self.child.imported or {}
+        self.server_description = str(facts_of_child.get("server") or "reqtrace")
+        hosted_server = f", {self.server_description}" if options.hosted else ""
+        imported = "app imported"
+        if facts_of_child.get("app_imported") is False:  # gunicorn: each worker imports it
+            imported = "server ready (its workers import the app)"
         say(
-            f"app imported ({time.monotonic() - spawned:.2f} s with the interpreter's start,"
-            f" Python {facts_of_child.get('version', '?')})"
+            f"{imported} ({time.monotonic() - spawned:.2f} s with the interpreter's start,"
+            f" Python {facts_of_child.get('version', '?')}{hosted_server})"
         )
         if self.child.hooks_off:
             say(

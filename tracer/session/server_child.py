@@ -190,6 +190,8 @@ class ChildRun:
             "python": sys.executable,
             "version": sys.version.split()[0],
             "seconds": round(time.monotonic() - self.began, 3),
+            "server": getattr(self.server, "description", ""),
+            "app_imported": getattr(self.server, "app_imported", True),
         }
         self.status.say("imported " + json.dumps(facts))
         if not self._read_go():
