@@ -37,10 +37,15 @@ def _us(value: object) -> str:
 
 def _nic_irq(t: RequestTrace, s: Stage) -> str:
     irq = _detail(t, "irq")
+    dev, cpu = _detail(t, "rx_dev"), _detail(t, "rx_cpu")
+    card = f"The network card behind {dev}" if dev else "The network card"
+    where = f" on CPU {cpu}" if cpu is not None else ""
     return (
-        f"The network card raised interrupt {irq if irq is not None else '?'}; its handler "
-        f"scheduled the NET_RX softirq, which started {format_duration(s.duration_ns)} later "
-        "(interrupt handling plus whatever else the CPU had to finish first)."
+        f"{card} raised interrupt {irq if irq is not None else '?'}{where} (one of its "
+        "receive queues; /proc/interrupts names it). The handler only masked the queue and "
+        "scheduled the NET_RX softirq, which started "
+        f"{format_duration(s.duration_ns)} later (interrupt handling plus whatever else the "
+        "CPU had to finish first)."
     )
 
 
@@ -54,6 +59,15 @@ def _backlog(t: RequestTrace, s: Stage) -> str:
 
 
 def _softirq(t: RequestTrace, s: Stage) -> str:
+    poll = _detail(t, "poll_function")
+    if isinstance(poll, str):
+        dev = _detail(t, "rx_dev")
+        return (
+            f"The NET_RX softirq ran the driver's NAPI poll, {poll}"
+            f"{f' on {dev}' if dev else ''}: it took the packet off the receive ring, "
+            "merged segments where it could (GRO) and handed it to the protocol stack "
+            f"(netif_receive_skb), {format_duration(s.duration_ns)} after the softirq began."
+        )
     return (
         "The NET_RX softirq polled the queue (NAPI) and handed the packet to the protocol "
         f"stack (netif_receive_skb) {format_duration(s.duration_ns)} after the poll began."

@@ -451,6 +451,9 @@ DRIVER_POLL_FUNCTIONS: dict[str, str] = {
 }
 
 
+DRIVER_POINT_PREFIX = "nic_driver_poll:"  # + the interface: the point's name
+
+
 def driver_poll_point(interface: str, driver: str) -> ProbePoint:
     """The NIC-driver poll point for one interface.
 
@@ -465,7 +468,7 @@ def driver_poll_point(interface: str, driver: str) -> ProbePoint:
             Strategy("kprobe", (function,)),
         )
     return ProbePoint(
-        name=f"nic_driver_poll:{interface}",
+        name=f"{DRIVER_POINT_PREFIX}{interface}",
         title=f"{driver or 'unknown driver'} poll function on {interface}"
         + (f" ({function})" if function else ""),
         layer="kernel",

@@ -44,6 +44,7 @@ enum rt_record_type {
 #define RT_RX_SKB_SEEN (1u << 3)       /* netif_receive_skb was seen for the first segment */
 #define RT_RX_PROCESS_CONTEXT (1u << 4) /* TCP processed it from the socket backlog, later */
 #define RT_RX_DATA_READY (1u << 5)     /* sk_data_ready fired after the first segment */
+#define RT_RX_DRIVER_POLL (1u << 6)    /* delivered inside the NIC driver's poll function */
 
 /* rt_send.flags */
 #define RT_TX_XMIT_SEEN (1u << 0) /* a net_dev_xmit happened inside the syscall */

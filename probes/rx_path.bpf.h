@@ -52,6 +52,7 @@ static __always_inline int rt_on_softirq_entry(__u32 vec)
     c->softirq_entry_ts = now;
     c->poll_start_ts = now;
     c->in_net_rx = 1;
+    c->in_driver_poll = 0;
     c->cur_raise_ts = c->raise_ts;
     c->cur_from_hardirq = c->raise_from_hardirq;
     c->cur_hardirq_ts = c->raise_hardirq_ts;
@@ -76,15 +77,23 @@ static __always_inline int rt_on_softirq_exit(__u32 vec)
 static __always_inline int rt_on_napi_poll_end(void)
 {
     struct rt_cpu_state *c = rt_cpu();
-    if (c)
+    if (c) {
         c->poll_start_ts = bpf_ktime_get_ns();
+        c->in_driver_poll = 0;
+    }
     return 0;
 }
 
-/* A driver's poll function started (fentry/kprobe on the NIC driver point). */
+/* A driver's poll function started (fentry/kprobe on the NIC driver point): the packets
+ * it hands to the stack until this NAPI poll ends are marked RT_RX_DRIVER_POLL. */
 static __always_inline int rt_on_driver_poll_start(void)
 {
-    return rt_on_napi_poll_end();
+    struct rt_cpu_state *c = rt_cpu();
+    if (c) {
+        c->poll_start_ts = bpf_ktime_get_ns();
+        c->in_driver_poll = c->in_net_rx;
+    }
+    return 0;
 }
 
 /*
@@ -156,6 +165,8 @@ static __always_inline struct rt_packet *rt_on_netif_receive(__u64 skb)
     }
     /* A packet that came through netif_rx was sent by software on this host (lo, veth):
      * never blame a NIC interrupt for it, even if one raised the same softirq. */
+    if (c->in_net_rx && c->in_driver_poll)
+        p->flags |= RT_RX_DRIVER_POLL;
     if (c->in_net_rx && c->cur_from_hardirq && !(p->flags & RT_RX_BACKLOG)) {
         p->flags |= RT_RX_FROM_HARDIRQ;
         p->hardirq_ts = c->cur_hardirq_ts;

@@ -64,6 +64,7 @@ struct rt_cpu_state {
     __u32 raise_from_hardirq;
     __u32 cur_from_hardirq;
     __u32 in_net_rx;
+    __u32 in_driver_poll;    /* the NIC driver's own poll function is running (fentry/kprobe) */
     __u32 submitted;         /* records since the last forced consumer wakeup */
     __u32 queued_next;       /* next slot of `queued` */
     __u32 packet_next;       /* next slot of `packets` */

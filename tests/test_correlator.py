@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from tracer.correlate.correlator import (
     Correlator,
+    FeedRecord,
 )
 from tracer.correlate.synthetic import (
     EAGAIN,
@@ -24,7 +25,7 @@ from tracer.correlate.synthetic import (
 )
 from tracer.model.stages import STAGE_NAMES
 from tracer.records.hooks import ConnectionOpened, RequestTiming, ServerStarted
-from tracer.records.kernel import RecvRecord, SendRecord, StateRecord
+from tracer.records.kernel import RT_RX_DRIVER_POLL, RecvRecord, SendRecord, StateRecord
 
 
 def test_one_request_on_loopback_gets_every_stage_in_order() -> None:
@@ -71,6 +72,32 @@ def test_nic_path_has_an_interrupt_stage_and_no_backlog() -> None:
     assert trace.stages[0].name == "nic_irq"
     assert trace.details["irq"] == 33
     assert any(note.startswith("backlog: not queued on a CPU backlog") for note in trace.notes)
+
+
+def _polled_by_driver(records: list[FeedRecord]) -> list[FeedRecord]:
+    """The records, with every receive path marked as delivered in a driver's poll."""
+    return [
+        r._replace(rx=r.rx._replace(flags=r.rx.flags | RT_RX_DRIVER_POLL))
+        if isinstance(r, RecvRecord) and r.rx is not None
+        else r
+        for r in records
+    ]
+
+
+def test_softirq_names_the_nic_drivers_poll_function_that_delivered_the_packet() -> None:
+    scenario = Scenario()
+    connection = scenario.connect(1_000 * MS, 50_000, fd=7)
+    connection.request(1_001 * MS, dev="eth0")
+    records = _polled_by_driver(scenario.time_ordered())
+
+    [named] = run(records, Correlator(poll_functions={"eth0": "virtnet_poll"}))
+    [unnamed] = run(records)  # a replay that does not know the run's plan
+    [plain] = run(scenario.time_ordered(), Correlator(poll_functions={"eth0": "virtnet_poll"}))
+
+    assert "softirq" in stage_map(named)
+    assert named.details["poll_function"] == "virtnet_poll"
+    assert unnamed.details["poll_function"] == "the NIC driver's poll function"
+    assert "poll_function" not in plain.details  # no driver poll seen: nothing claimed
 
 
 def test_connection_facts_come_from_handshake_accept_and_latest_segment() -> None:

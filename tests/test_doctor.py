@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from probes.catalog import CATALOG, MECHANISMS, ProbePoint, Strategy
-from tracer.kernel.attach_plan import choose
+from probes.catalog import CATALOG, MECHANISMS, ProbePoint, Strategy, driver_poll_point
+from tracer.kernel.attach_plan import ProbePlan, choose
 from tracer.kernel.attach_trials import Attempt
 from tracer.kernel.system_facts import gather
 
@@ -69,6 +69,41 @@ def test_layout_free_fallback_is_chosen_when_the_tracepoint_is_missing() -> None
         Attempt("raw_tracepoint", ("sk_data_ready",), True),
     ]
     assert choose(point, attempts).chosen == "raw_tracepoint"
+
+
+def test_the_plan_names_the_poll_function_attached_for_each_nic() -> None:
+    virtio = driver_poll_point("eth0", "virtio_net")
+    mlx = driver_poll_point("eth1", "mlx5_core")
+    virtio_tries = [
+        Attempt("fentry", ("virtnet_poll",), False, "no BTF for modules"),
+        Attempt("kprobe", ("virtnet_poll",), True),
+    ]
+    mlx_tries = [
+        Attempt("fentry", ("mlx5e_napi_poll",), False, "EPERM"),
+        Attempt("kprobe", ("mlx5e_napi_poll",), False, "no kprobes"),
+    ]
+    plan = ProbePlan((choose(virtio, virtio_tries), choose(mlx, mlx_tries)))
+    assert plan.chosen("nic_driver_poll:eth0") == "kprobe"
+    assert plan.driver_poll_functions() == {"eth0": "virtnet_poll"}  # eth1 attached nothing
+
+
+def test_a_run_plans_driver_points_only_for_real_nics(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tracer.kernel import interfaces
+
+    fake = [
+        interfaces.Interface("lo", "", True, True),
+        interfaces.Interface("eth0", "virtio_net", True, False),
+        interfaces.Interface("veth1", "veth", True, False),
+        interfaces.Interface("eth9", "virtio_net", False, False),
+    ]
+    monkeypatch.setattr(interfaces, "list_interfaces", lambda: fake)
+    real = {"eth0"}
+    monkeypatch.setattr(interfaces, "_has_bus_device", lambda name: name in real)
+    doctor_points, _ = interfaces.nic_driver_points()
+    run_points, notes = interfaces.nic_driver_points(hardware_only=True)
+    assert [p.name for p in doctor_points] == ["nic_driver_poll:eth0", "nic_driver_poll:veth1"]
+    assert [p.name for p in run_points] == ["nic_driver_poll:eth0"]
+    assert "napi:napi_poll" in notes["nic_driver_poll:eth0"]
 
 
 def test_tracepoint_fields_are_read_from_tracefs_format() -> None:

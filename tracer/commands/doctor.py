@@ -15,31 +15,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from probes.catalog import CATALOG, MECHANISMS, ProbePoint, driver_poll_point
+from probes.catalog import CATALOG, MECHANISMS
 from tracer.kernel.attach_plan import ProbePlan, build_plan
 from tracer.kernel.attach_trials import AttachTrials
+from tracer.kernel.interfaces import nic_driver_points
 from tracer.kernel.system_facts import Missing, SystemFacts, gather, tracing_blocker
-
-
-def nic_driver_points() -> tuple[list[ProbePoint], dict[str, str]]:
-    """Driver poll points for the up, non-loopback interfaces of this namespace."""
-    from tracer.kernel.interfaces import list_interfaces
-
-    points, notes = [], {}
-    try:
-        interfaces = list_interfaces()
-    except Exception:  # netlink unavailable: the catalog points still stand
-        return [], {}
-    for iface in interfaces:
-        if iface.loopback or not iface.up:
-            continue
-        point = driver_poll_point(iface.name, iface.driver)
-        points.append(point)
-        notes[point.name] = (
-            f"covered by napi:napi_poll (per-poll device name and end time); the driver's own "
-            f"poll function ({iface.driver or 'unknown driver'}) cannot be attached here"
-        )
-    return points, notes
 
 
 def diagnose() -> tuple[SystemFacts, ProbePlan, list[Missing]]:

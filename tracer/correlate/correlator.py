@@ -54,7 +54,7 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -168,8 +168,12 @@ class Correlator:
         self,
         reorder_window_ns: int = DEFAULT_REORDER_WINDOW_NS,
         limits: CorrelatorLimits | None = None,
+        poll_functions: Mapping[str, str] | None = None,
     ) -> None:
+        """`poll_functions`: interface -> the NIC driver's poll function the probes attach
+        there (ProbePlan.driver_poll_functions()), to name it in the softirq's details."""
         self.limits = limits or CorrelatorLimits()
+        self._poll_functions: dict[str, str] = dict(poll_functions or {})
         self._max_records = self.limits.max_records_per_connection
         self._counts = CorrelatorStats()  # the counters not kept elsewhere (see `stats`)
         self._records_fed = 0
@@ -528,7 +532,7 @@ class Correlator:
         connection.emitted += 1
         timing = evidence.timing
         start, end, stages, notes, details, complete = build_timeline(
-            evidence, self._serving_since.get(timing.pid, 0)
+            evidence, self._serving_since.get(timing.pid, 0), self._poll_functions
         )
         if connection.events:
             details.update(connection.events_between(start, end))

@@ -63,6 +63,8 @@ covers every stage.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from tracer.model.stages import (
     APP,
     EVENT_LOOP,
@@ -77,6 +79,7 @@ from tracer.model.trace import Detail, Stage
 from tracer.records.hooks import RequestTiming
 from tracer.records.kernel import (
     RT_RX_BACKLOG,
+    RT_RX_DRIVER_POLL,
     RT_RX_FROM_HARDIRQ,
     RT_RX_PROCESS_CONTEXT,
     RecvRecord,
@@ -96,6 +99,10 @@ DIRTY = 1 << 63  # later than any timestamp: an int, so the chain check stays in
 MAX_SOFTIRQ_SPAN_NS = 10_000_000
 KERNEL_STAGES = ", ".join(RX_PATH_STAGES)
 PARSED = ("parse", "body")  # the stages after which the request waits for the app to run
+
+NO_POLL_FUNCTIONS: Mapping[str, str] = {}
+# The softirq's NAPI poll ran in a NIC driver's poll function the run did not name.
+DRIVER_POLL_UNNAMED = "the NIC driver's poll function"
 
 # Notes that do not depend on the request, built once.
 NO_RX_NOTE = (
@@ -227,10 +234,15 @@ def _chain(candidates: list[Stage], notes: list[str]) -> list[Stage]:
     return stages
 
 
-def build_timeline(ev: RequestEvidence, serving_since: int = 0) -> Timeline:
+def build_timeline(
+    ev: RequestEvidence,
+    serving_since: int = 0,
+    poll_functions: Mapping[str, str] = NO_POLL_FUNCTIONS,
+) -> Timeline:
     """Stages, notes, details and completeness of one request from its evidence.
 
-    `serving_since`: when the server began to accept (its ServerStarted hook), 0 unknown."""
+    `serving_since`: when the server began to accept (its ServerStarted hook), 0 unknown.
+    `poll_functions`: interface -> the NIC driver's poll function the probes attach there."""
     timing = ev.timing
     notes: list[str] = []
     details: dict[str, Detail] = {}
@@ -250,7 +262,7 @@ def build_timeline(ev: RequestEvidence, serving_since: int = 0) -> Timeline:
         notes.append(f"{KERNEL_STAGES}, recv: {_no_recv_reason(ev)}")
     else:
         start, complete, cursor = _kernel_stages(
-            recv, ev.prev_recv, candidates, notes, details, serving_since
+            recv, ev.prev_recv, candidates, notes, details, serving_since, poll_functions
         )
         recv_enter, recv_exit = recv.enter_ts, recv.ts_ns
         if not start or recv_enter < start:
@@ -404,6 +416,7 @@ def _kernel_stages(
     notes: list[str],
     details: dict[str, Detail],
     serving_since: int = 0,
+    poll_functions: Mapping[str, str] = NO_POLL_FUNCTIONS,
 ) -> tuple[int, bool, int]:
     """Add the kernel and event-loop stages of the first read. Returns the earliest kernel
     timestamp that describes the request (0 when unknown), whether the receive path was
@@ -486,6 +499,8 @@ def _kernel_stages(
             softirq_start = entry
         if softirq_start and receive:
             candidates.append(_new(Stage, ("softirq", KERNEL, softirq_start, receive)))
+            if flags & RT_RX_DRIVER_POLL:
+                details["poll_function"] = poll_functions.get(dev) or DRIVER_POLL_UNNAMED
             cursor = receive if cursor <= softirq_start <= receive else DIRTY
             if softirq_start < earliest or not earliest:
                 earliest = softirq_start

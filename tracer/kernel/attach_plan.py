@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from probes.catalog import CATALOG, Mechanism, ProbePoint, Strategy
+from probes.catalog import CATALOG, DRIVER_POINT_PREFIX, Mechanism, ProbePoint, Strategy
 from tracer.kernel.attach_trials import AttachTrials, Attempt
 
 
@@ -74,6 +74,17 @@ class ProbePlan:
 
     def as_json(self) -> list[dict[str, object]]:
         return [e.as_json() for e in self.entries]
+
+    def driver_poll_functions(self) -> dict[str, str]:
+        """interface -> the NIC driver's poll function attached there (chosen points only)."""
+        functions = {}
+        for entry in self.entries:
+            name = entry.point.name
+            if name.startswith(DRIVER_POINT_PREFIX) and entry.chosen is not None:
+                strategy = entry.point.strategy(entry.chosen)
+                if strategy is not None:
+                    functions[name.removeprefix(DRIVER_POINT_PREFIX)] = strategy.targets[0]
+        return functions
 
 
 def judge(strategy: Strategy, attempt: Attempt) -> StrategyVerdict:

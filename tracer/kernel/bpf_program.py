@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from probes import PROBES_DIR, source_path
-from probes.catalog import OPTIONAL_FIELDS, Mechanism
+from probes.catalog import DRIVER_POINT_PREFIX, OPTIONAL_FIELDS, Mechanism
 from tracer.kernel.attach_plan import ProbePlan
 from tracer.records.kernel import (
     RT_MECH_FENTRY,
@@ -29,7 +29,6 @@ MECHANISM_IDS: dict[Mechanism, int] = {
     "kprobe": RT_MECH_KPROBE,
 }
 
-DRIVER_POINT_PREFIX = "nic_driver_poll:"
 DEFAULT_RINGBUF_PAGES = 1024  # 4 MiB: ~200 ms of records at 100k records/s
 
 # Silence clang: kernel headers produce hundreds of warnings that say nothing about us.

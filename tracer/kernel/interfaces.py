@@ -8,6 +8,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from probes.catalog import ProbePoint, driver_poll_point
+
 
 @dataclass(frozen=True, slots=True)
 class Interface:
@@ -59,3 +61,33 @@ def list_interfaces() -> list[Interface]:
             up = bool(link["flags"] & 0x1)  # IFF_UP
             interfaces.append(Interface(name, driver, up, loopback))
     return interfaces
+
+
+def _has_bus_device(name: str) -> bool:
+    return Path("/sys/class/net", name, "device").exists()
+
+
+def nic_driver_points(hardware_only: bool = False) -> tuple[list[ProbePoint], dict[str, str]]:
+    """Driver poll points for the up, non-loopback interfaces of this namespace, and for
+    each the plan's note when its driver's poll function cannot be attached.
+
+    hardware_only: only devices with a bus device behind them (a NIC, virtio-net
+    included) and a known poll function: what a run attaches, stable while tests and
+    containers come and go with their veths and bridges."""
+    try:
+        interfaces = list_interfaces()
+    except Exception:  # netlink unavailable: the catalog points still stand
+        return [], {}
+    points, notes = [], {}
+    for iface in interfaces:
+        if iface.loopback or not iface.up:
+            continue
+        point = driver_poll_point(iface.name, iface.driver)
+        if hardware_only and not (point.strategies and _has_bus_device(iface.name)):
+            continue
+        points.append(point)
+        notes[point.name] = (
+            f"covered by napi:napi_poll (per-poll device name and end time); the driver's own "
+            f"poll function ({iface.driver or 'unknown driver'}) cannot be attached here"
+        )
+    return points, notes

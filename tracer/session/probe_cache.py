@@ -67,12 +67,12 @@ class ProbeCache:
 
     # -- plans -------------------------------------------------------------------------------
 
-    def load_plan(self, key: str) -> ProbePlan | None:
+    def load_plan(self, key: str, points: tuple[ProbePoint, ...] = CATALOG) -> ProbePlan | None:
         data = self._read(f"plan-{key}.json")
         if data is None:
             return None
         try:
-            return plan_from_json(data["plan"])
+            return plan_from_json(data["plan"], points)
         except (KeyError, TypeError, ValueError):
             return None
 

@@ -28,9 +28,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from probes.catalog import CATALOG
 from tracer.kernel.attach_plan import ProbePlan, build_plan
 from tracer.kernel.attach_trials import AttachTrials
 from tracer.kernel.bpf_program import DEFAULT_RINGBUF_PAGES, cflags_for, program_text
+from tracer.kernel.interfaces import nic_driver_points
 from tracer.kernel.native_stderr import captured_native_stderr
 from tracer.kernel.probe_loader import ProbeLoadError, ProbeSession
 from tracer.kernel.ringbuf_reader import RingBufferReader
@@ -65,8 +67,11 @@ class RunProbes:
         self._stored: CompiledProgram | None = None
         self._program_key = ""
         self._compile_error: str = ""
-        self._plan_key = plan_key(facts, self.build)
-        cached_plan = cache.load_plan(self._plan_key)
+        # The catalog, and the poll function of each NIC's driver (virtnet_poll, ...).
+        driver_points, self._driver_notes = nic_driver_points(hardware_only=True)
+        self.points = (*CATALOG, *driver_points)
+        self._plan_key = plan_key(facts, self.build, self.points)
+        cached_plan = cache.load_plan(self._plan_key, self.points)
         if cached_plan is not None and cached_plan.can_trace:
             self.plan, self.plan_cached = cached_plan, True
 
@@ -110,7 +115,7 @@ class RunProbes:
         self.say("trying the attach strategies (first run since boot: a few seconds)")
         started = time.monotonic()
         with AttachTrials(self.facts) as trials:
-            plan = build_plan(trials)
+            plan = build_plan(trials, self.points, fallback_notes=self._driver_notes)
         if not plan.can_trace:
             missing = ", ".join(e.point.name for e in plan.missing_required)
             raise PlanError(

@@ -584,7 +584,8 @@ class RunSession:
                     f"interrupted ({self.stop.reason}) before the server started",
                     EXIT_INTERRUPTED,
                 )
-            correlator: Any = Correlator()
+            assert self.plan is not None
+            correlator: Any = Correlator(poll_functions=self.plan.driver_poll_functions())
             if self.options.record_raw:
                 writer = stack.enter_context(RawLogWriter(self.options.record_raw))
                 correlator = LoggingCorrelator(correlator, writer)
