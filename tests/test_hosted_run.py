@@ -189,15 +189,35 @@ def oldest_is_newer_than_installed(tmp_path: Path) -> Iterator[dict[str, str]]:
     yield {"PYTHONPATH": str(tmp_path)}
 
 
-def test_unsupported_uvicorn_is_said_and_served_without_hooks(
+def test_unsupported_uvicorn_is_said_and_traced_from_the_kernel(
     tmp_path: Path, oldest_is_newer_than_installed: dict[str, str]
 ) -> None:
     port = free_port()
+    recording_path = tmp_path / "trace.jsonl"
     with reqtrace_run(
-        "--server", "uvicorn", APP, "--port", str(port), env=oldest_is_newer_than_installed
+        "--server",
+        "uvicorn",
+        APP,
+        "--port",
+        str(port),
+        "--record",
+        str(recording_path),
+        env=oldest_is_newer_than_installed,
     ) as process:
         wait_listening(port, process)
-        _keep_alive_traffic(port)
+        made = _keep_alive_traffic(port)
+        time.sleep(0.5)
         _, err = stop(process)
     assert "is older than 99.0.0, the oldest reqtrace hooks into" in err, err
-    assert "tracing from the kernel only (no parse, app or send stages)" in err, err
+    assert "tracing from the kernel only, as reqtrace attach does" in err, err
+    recording = load_recording(str(recording_path))
+    assert "no reqtrace hooks" in recording.header["unavailable"]
+    traced = Counter(trace.path for trace in recording.traces)
+    assert traced == made + Counter({"/": 1}), err  # still every request, from the kernel
+    for trace in recording.traces:
+        names = {stage.name for stage in trace.stages}
+        assert trace.complete and {"ip_tcp", "recv", "server", "send"} <= names, names
+        assert not names & {"parse", "app", "loop_queue"}, names
+        if trace.path == "/sleep":  # the server stage holds the app's sleep
+            (server,) = [stage for stage in trace.stages if stage.name == "server"]
+            assert server.end_ns - server.start_ns >= SLEEP_MS * 1e6

@@ -14,7 +14,8 @@ import importlib
 import importlib.util
 from typing import Any
 
-OLDEST = (0, 20, 0)
+OLDEST = (0, 20, 0)  # the oldest hooked
+OLDEST_TESTED = (0, 20, 0)  # tests/test_hosted_run.py, in scripts/setup's second environment
 NEWEST_TESTED = (0, 55, 0)
 HOOKED = {
     "httptools": "tracer.hosted.uvicorn_httptools:TracedHttpToolsProtocol",
@@ -42,7 +43,7 @@ def unsupported_reason(version: str) -> str:
     if not found or found < OLDEST:
         return (
             f"uvicorn {version} is older than {show(OLDEST)}, the oldest reqtrace hooks into"
-            f" (tested: {show(OLDEST)} and {show(NEWEST_TESTED)})"
+            f" (tested: {show(OLDEST_TESTED)} and {show(NEWEST_TESTED)})"
         )
     return ""
 

@@ -60,6 +60,7 @@ from tracer.session.app_python import (
     AppPythonError,
     choose_app_python,
 )
+from tracer.session.attach_session import UNAVAILABLE, kernel_only_tracing
 from tracer.session.hosted_args import HostedServer
 from tracer.session.listener import (
     ListenError,
@@ -198,6 +199,8 @@ class RunSession:
         self._stopped = False
         self.workers: WorkerFollower | None = None  # --server gunicorn: follows the workers
         self.server_description = "reqtrace"  # or e.g. "uvicorn 0.55.0 (httptools)"
+        self.kernel_only = False  # a server reqtrace cannot hook: traced from the kernel only
+        self.kernel_correlator: Any = None  # then: attach mode's correlator
 
     # -- 1-2: checks, and the app imported by the server child ----------------------------------
 
@@ -259,9 +262,10 @@ class RunSession:
             f" Python {facts_of_child.get('version', '?')}{hosted_server})"
         )
         if self.child.hooks_off:
+            self.kernel_only = True
             say(
-                f"{self.child.hooks_off}: tracing from the kernel only (no parse, app or"
-                " send stages)"
+                f"{self.child.hooks_off}: tracing from the kernel only, as reqtrace attach"
+                " does (one server stage instead of parse, loop_queue, app and handoff)"
             )
 
     def _choose_python(self) -> AppPython:
@@ -392,6 +396,7 @@ class RunSession:
             "probe_plan": self.plan.as_json(),
             "coverage": self.plan.coverage(),
             "command": self.argv,
+            **({"unavailable": UNAVAILABLE} if self.kernel_only else {}),
         }
 
     def _server_output(self) -> tuple[Any, Any]:
@@ -423,13 +428,16 @@ class RunSession:
     def _arm_and_go(self, probes: ProbeSession) -> HookChannelReader:
         assert self.listener is not None and self.child is not None
         ports = {self.port} if self.port else set()
-        probes.set_targets(tgids={self.child.pid}, ports=ports)
+        if self.kernel_only:  # requests told apart in the kernel, as attach does
+            self.kernel_correlator = kernel_only_tracing(probes, [self.child.pid], sorted(ports))
+        else:
+            probes.set_targets(tgids={self.child.pid}, ports=ports)
         try:  # only now: every connection is traced from its handshake on
             start_listening(self.listener, self.config)
         except ListenError as exc:
             raise RunError(str(exc)) from None
         if self.workers is not None:  # gunicorn forks its workers after the go
-            self.workers.start(probes, self.child.pid, ports)
+            self.workers.start(probes, self.child.pid, ports, capture_heads=self.kernel_only)
         self.child.go()
         hooks = HookChannelReader(self._hook_read)
         self._hook_read = -1
@@ -590,6 +598,8 @@ class RunSession:
                 writer = stack.enter_context(RawLogWriter(self.options.record_raw))
                 correlator = LoggingCorrelator(correlator, writer)
             hooks = self._arm_and_go(probes)
+            if self.kernel_correlator is not None:  # no hook records will come
+                correlator = self.kernel_correlator
             self._start_otlp()
             stack.callback(self._close_otlp)
             recorder = None

@@ -28,7 +28,9 @@ MAX_WORKERS = RT_MAX_TARGETS - 1  # the filter holds the master and its workers
 
 
 class TargetSetter(Protocol):
-    def set_targets(self, tgids: Iterable[int] = (), ports: Iterable[int] = ()) -> None: ...
+    def set_targets(
+        self, tgids: Iterable[int] = (), ports: Iterable[int] = (), capture_heads: bool = False
+    ) -> None: ...
 
 
 def children_of(pid: int) -> set[int]:
@@ -58,8 +60,12 @@ class WorkerFollower:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self, probes: TargetSetter, master: int, ports: Iterable[int]) -> None:
+    def start(
+        self, probes: TargetSetter, master: int, ports: Iterable[int], capture_heads: bool = False
+    ) -> None:
+        """Follow `master`'s children; `capture_heads`: the kernel-only fallback's filters."""
         self._probes, self._master, self._ports = probes, master, set(ports)
+        self._capture_heads = capture_heads
         self._thread = threading.Thread(target=self._run, name="reqtrace-workers", daemon=True)
         self._thread.start()
 
@@ -74,7 +80,9 @@ class WorkerFollower:
             workers = set(sorted(workers)[-MAX_WORKERS:])
         if workers == self.workers:
             return
-        self._probes.set_targets(tgids={self._master, *workers}, ports=self._ports)
+        self._probes.set_targets(
+            tgids={self._master, *workers}, ports=self._ports, capture_heads=self._capture_heads
+        )
         for pid in sorted(workers - self.workers):
             self.seen.append(pid)
             with contextlib.suppress(OSError):
