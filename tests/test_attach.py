@@ -250,6 +250,63 @@ def test_attach_to_a_thread_per_request_http_server(tmp_path: Path) -> None:
         assert trace.tid != trace.pid  # served by a request thread
 
 
+def _worker_pids(master: int) -> set[int]:
+    import psutil
+
+    return {child.pid for child in psutil.Process(master).children()}
+
+
+def _new_connection_gets(port: int, path: str) -> float:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        return timed_get(connection, path)
+    finally:
+        connection.close()
+
+
+def test_attach_to_gunicorn_follows_its_workers_even_a_restarted_one(tmp_path: Path) -> None:
+    """Attached to gunicorn's master: the workers' requests are traced, and a worker
+    gunicorn starts after one was killed is put in the filters within a second or two."""
+    (tmp_path / "attach_app.py").write_text(UVICORN_APP)
+    port = free_port()
+    argv = [sys.executable, "-m", "gunicorn", "attach_app:app", "-w", "2", "-b"]
+    argv += [f"127.0.0.1:{port}", "-k", "uvicorn.workers.UvicornWorker", "--log-level", "warning"]
+    record = tmp_path / "gunicorn.jsonl"
+    with server(argv, port, tmp_path) as master, attached(master.pid, record) as tracer:
+        deadline = time.monotonic() + 20
+        while len(_worker_pids(master.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        first_workers = _worker_pids(master.pid)
+        for number in range(6):
+            _new_connection_gets(port, f"/before?n={number}")
+        victim = min(first_workers)
+        os.kill(victim, signal.SIGKILL)
+        while time.monotonic() < deadline:
+            workers = _worker_pids(master.pid)
+            if len(workers) == 2 and victim not in workers:
+                break
+            time.sleep(0.1)
+        replacement = (workers - first_workers).pop()
+        survivor = (first_workers - {victim}).pop()
+        time.sleep(2.5)  # the attach looks at the process tree once a second
+        os.kill(survivor, signal.SIGSTOP)  # every new connection goes to the replacement
+        try:
+            for number in range(12):
+                _new_connection_gets(port, f"/after?n={number}")
+        finally:
+            os.kill(survivor, signal.SIGCONT)
+        time.sleep(0.6)
+        code, err = stop_attach(tracer)
+    assert code == 0, err
+    traces = load_recording(str(record)).traces
+    before = [t for t in traces if t.path == "/before"]
+    after = [t for t in traces if t.path == "/after"]
+    assert len(before) == 6 and len(after) == 12
+    assert {t.pid for t in before} <= first_workers
+    assert {t.pid for t in after} == {replacement}
+    assert all(t.stage("server") is not None for t in traces)
+
+
 def test_the_target_exiting_ends_the_attach_plainly(tmp_path: Path) -> None:
     port = free_port()
     argv = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
