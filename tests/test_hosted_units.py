@@ -199,7 +199,7 @@ def test_several_writers_share_the_hook_pipe_without_mixing_frames() -> None:
         if pid == 0:  # pragma: no cover (the child)
             try:
                 os.close(read_fd)
-                writer = AtomicFrameWriter(write_fd, batch_records=200)
+                writer = AtomicFrameWriter(write_fd, batch_records=200, max_backlog_frames=10**6)
                 for seq in range(per_writer):
                     writer.emit_wire(("close", writer_id, 1, 3, seq, 0, "client_closed" * 20, seq))
                 writer.close(timeout=10)
