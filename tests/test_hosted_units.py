@@ -80,13 +80,19 @@ async def sleepy_app(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": answer})
 
 
-def _serve_bytes(protocol_class: type[Any], data: bytes, responses: int) -> list[Any]:
+async def failing_app(scope: Any, receive: Any, send: Any) -> None:
+    raise RuntimeError("the app's own mistake")
+
+
+def _serve_bytes(
+    protocol_class: type[Any], data: bytes, responses: int, app: Any = sleepy_app
+) -> list[Any]:
     """Feed `data` to one hooked connection; the hook records it made, as named tuples."""
     records: list[Any] = []
     install(HostedHooks(lambda wire: records.append(record_from_wire(wire))))
 
     async def main() -> FakeTransport:
-        config = UvicornConfig(app=sleepy_app, lifespan="off", log_level="warning")
+        config = UvicornConfig(app=app, lifespan="off", log_level="critical")
         config.load()
         protocol = protocol_class(config=config, server_state=ServerState(), app_state={})
         transport = FakeTransport()
@@ -128,6 +134,14 @@ def test_hooked_protocols_stamp_every_moment_in_order(protocol_class: type[Any])
         assert sum(size for _, size in timing.chunks) == timing.response_bytes > 0
         assert ("host", "a") in timing.headers
     assert then.first_byte_ns >= first.first_byte_ns
+
+
+@pytest.mark.parametrize("protocol_class", [TracedHttpToolsProtocol, TracedH11Protocol])
+def test_an_app_that_raises_is_recorded_with_uvicorns_500(protocol_class: type[Any]) -> None:
+    records = _serve_bytes(protocol_class, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n", 1, failing_app)
+    (timing,) = [record for record in records if type(record) is RequestTiming]
+    assert (timing.status, timing.outcome) == (500, "app_error")
+    assert timing.response_bytes > 0 and timing.response_done_ns >= timing.app_returned_ns
 
 
 def test_the_version_check_and_the_protocol_choice() -> None:

@@ -13,8 +13,9 @@ bundled server stamps (tracer/server/protocol.py and cycle.py); each override st
                                              the slot is taken, the real app awaited
     transport.write         -> TimedTransport.write: response start (the status line of a
                                              final response), each chunk, response done
-    the app's task ends     -> finish()      (after uvicorn's own 500, if the app raised):
-                                             ONE RequestTiming wire record
+    the app returns         -> finish()      ONE RequestTiming wire record (if the app raised
+                                             before answering: once its task ends, after
+                                             uvicorn's own 500)
     connection_lost         -> closed()      the ConnectionClosed record
 
 A slot's lists are never touched after its record is emitted (the pipe marshals them up to
@@ -188,18 +189,19 @@ class ConnectionTiming:
         slot.scope = scope
         slot.stamps[APP_CALLED] = monotonic_ns()
         self.responding = slot
-        task = asyncio.current_task()
-        if task is not None:  # after uvicorn's own 500 when the app raised
-            task.add_done_callback(slot.finish)
         try:
             await self._app(scope, receive, send)
         except BaseException:
             slot.outcome = "app_error"
-            raise
-        finally:
             slot.stamps[APP_RETURNED] = monotonic_ns()
-            if task is None:
+            task = asyncio.current_task() if slot.status == 0 else None
+            if task is not None:  # uvicorn answers 500 after this: its writes are the slot's
+                task.add_done_callback(slot.finish)
+            else:
                 slot.finish()
+            raise
+        slot.stamps[APP_RETURNED] = monotonic_ns()
+        slot.finish()
 
     def finished(self, slot: RequestSlot) -> None:
         if self.responding is slot:
