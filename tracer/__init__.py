@@ -10,6 +10,7 @@ import cycle exists anywhere):
     kernel/      system facts, attach trials and plan, program flags, loader, ring buffer
     correlate/   the sans-IO correlator: connections, reorder window, stage builder
     server/      the bundled ASGI server and its timing hooks (imports only records/hooks)
+    hosted/      the user's own uvicorn/gunicorn with the same hooks (imports only server/)
     lab/         network namespaces, veth, delay line, shaping (`reqtrace lab`)
     recording/   recording writer/reader, raw-record log, report, JSON and Perfetto export
     session/     one `reqtrace run`: server child, pipeline thread, sinks, listener, stop

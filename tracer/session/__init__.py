@@ -5,6 +5,8 @@ preflight.py        output paths checked before anything slow (--record, --force
 app_python.py       which Python runs the app (--python, $VIRTUAL_ENV, .venv), import paths
 server_launch.py    the tracer's side of the child: start it as the app's user, its pipes
 server_child.py     the child process: import the app, wait for the go, serve, stop
+hosted_args.py      --server uvicorn|gunicorn: what the tracer reads from their own flags
+worker_follower.py  gunicorn's workers into the probes' process filter as they come and go
 privileges.py       whom the app runs as (SUDO_UID, --user) and starting/dropping to it
 probe_setup.py      the probes of a run: cached plan or trials, stored program or clang
 probe_cache.py      /var/cache/reqtrace: plans per boot, compiled programs per kernel build
