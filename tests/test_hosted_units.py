@@ -200,6 +200,7 @@ def test_the_command_line_splits_into_ours_and_the_servers() -> None:
     assert args.server == "gunicorn" and args.max_requests is None
     assert args.server_args == ["a:b", "-w", "2", "--max-requests", "100"]
     assert hosted_run_arguments(["run", "a:b"]) is None
+    assert hosted_run_arguments(["run", "--server", "uvicorn", "--help"]) is None
     assert hosted_run_arguments(["run", "--server=reqtrace", "a:b"]) is None
 
 

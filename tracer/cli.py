@@ -355,8 +355,8 @@ def hosted_run_arguments(arguments: list[str]) -> argparse.Namespace | None:
             server = ours[i + 1]
         elif word.startswith("--server="):
             server = word.partition("=")[2]
-    if server not in HOSTED_SERVERS[1:]:
-        return None
+    if server not in HOSTED_SERVERS[1:] or {"-h", "--help"} & set(ours):
+        return None  # reqtrace run's own help says what --server takes
     parser = argparse.ArgumentParser(
         prog=f"reqtrace run --server {server}", add_help=False, allow_abbrev=False
     )
