@@ -152,10 +152,18 @@ def _app(t: RequestTrace, s: Stage) -> str:
 def _send(t: RequestTrace, s: Stage) -> str:
     calls, dev = _detail(t, "send_calls", 1), _detail(t, "tx_dev", "")
     device = f", and the device {dev} transmitted it" if dev else ""
-    return (
+    text = (
         f"The send syscall(s) ({calls}) copied the response into the socket's send buffer; "
         f"TCP built segments{device}: {format_duration(s.duration_ns)}."
     )
+    after = _detail(t, "send_after_xmit_us")
+    if isinstance(after, int | float) and after * 1000 > s.duration_ns / 2:
+        text += (
+            f" The last segment was already on its way {_us(after)} before the syscall "
+            "returned: the kernel ran deferred network work (softirqs, for packets that "
+            "arrived meanwhile) in this thread's time before giving it back."
+        )
+    return text
 
 
 def holders_text(t: RequestTrace, s: Stage) -> str:

@@ -93,6 +93,30 @@ stage2() {
         die "cannot mount the job directory (9p tag job)"
     hostname kernel-vm 2>/dev/null
     ip link set lo up || ifconfig lo 127.0.0.1 up || say "cannot bring up lo"
+    share=$(cmdline_value kernel_vm.share)
+    if [ -n "$share" ]; then
+        mkdir -p "$share"
+        mount -t 9p -o trans=virtio,version=9p2000.L,cache=none share "$share" ||
+            die "cannot mount the shared directory $share (9p tag share)"
+    fi
+    if [ -n "$(cmdline_value kernel_vm.nic)" ]; then
+        # The virtio-net NIC on qemu's user network: static address, no DHCP client needed.
+        modprobe virtio_net || die "cannot load virtio_net"
+        nic=""
+        for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+            for dev in /sys/class/net/*; do
+                [ "$(basename "$(readlink -f "$dev/device/driver" 2>/dev/null)")" = virtio_net ] &&
+                    nic=$(basename "$dev")
+            done
+            [ -n "$nic" ] && break
+            sleep 0.1
+        done
+        [ -n "$nic" ] || die "no virtio_net interface appeared"
+        ip link set "$nic" up &&
+            ip addr add 10.0.2.15/24 dev "$nic" &&
+            ip route add default via 10.0.2.2 dev "$nic" ||
+            die "cannot configure $nic"
+    fi
     ln -sf /proc/self/fd /dev/fd 2>/dev/null
     for tty in /dev/hvc0 /dev/hvc1; do
         [ -c "$tty" ] || die "$tty is missing (virtconsole)"

@@ -59,6 +59,9 @@ def test_one_request_on_loopback_gets_every_stage_in_order() -> None:
     assert trace.details["wake_path_us"] == 2.0
     assert trace.details["run_queue_us"] == 8.0
     assert trace.details["send_bytes"] == 1200
+    # the synthetic send hands its last segment to the device 6 µs after entering
+    send = next(s for s in trace.stages if s.name == "send")
+    assert trace.details["send_after_xmit_us"] == (send.duration_ns - 6 * US) / 1000
 
 
 def test_nic_path_has_an_interrupt_stage_and_no_backlog() -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from dashboards.teaching import LESSONS, explain, explain_connection
 from tracer.model.stages import STAGE_NAMES
+from tracer.recording.reader import load_recording
 
 from .dashboard_fixtures import make_trace
 
@@ -37,3 +40,21 @@ def test_connection_facts() -> None:
     text = explain_connection(make_trace(12)).plain
     assert "handshake 35 µs" in text and "accept queue 120 µs" in text
     assert "receive window 65,483 B" in text and "request 3 on connection 2" in text
+
+
+VIRTIO_RECORDING = Path(__file__).parent / "recordings" / "virtio_nic.jsonl"
+
+
+def test_nic_lessons_quote_a_real_request_through_the_virtio_driver() -> None:
+    """A request recorded by tests/test_kernel_vm.py: host -> qemu -> virtio-net -> 6.12."""
+    recording = load_recording(str(VIRTIO_RECORDING))
+    trace = next(
+        t
+        for t in recording.traces
+        if t.client[0] == "10.0.2.2" and "nic_irq" in {s.name for s in t.stages}
+    )
+    irq = trace.details["irq"]
+    nic = explain(trace, "nic_irq").plain
+    assert f"behind eth0 raised interrupt {irq} on CPU" in nic
+    softirq = explain(trace, "softirq").plain
+    assert "the driver's NAPI poll, virtnet_poll on eth0" in softirq and "GRO" in softirq

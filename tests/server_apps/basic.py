@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
@@ -60,6 +61,11 @@ async def read_body(receive: Receive) -> tuple[bytes, list[int]]:
 
 async def hello(scope: Scope, receive: Receive, send: Send) -> None:
     await _respond(send, 200, b"Hello, world!")
+
+
+async def clock(scope: Scope, receive: Receive, send: Send) -> None:
+    """This machine's CLOCK_MONOTONIC in ns: a guest VM's clock, compared with the host's."""
+    await _respond(send, 200, str(time.monotonic_ns()).encode())
 
 
 async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
@@ -236,6 +242,7 @@ async def background(scope: Scope, receive: Receive, send: Send) -> None:
 
 ROUTES: dict[str, Callable[[Scope, Receive, Send], Awaitable[None]]] = {
     "/": hello,
+    "/clock": clock,
     "/echo": echo,
     "/stream": stream,
     "/status": status,

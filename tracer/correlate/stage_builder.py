@@ -594,7 +594,7 @@ def _send_stage(
     timing = ev.timing
     sends = ev.sends
     response_bytes = timing.response_bytes
-    final_start = final_end = last_exit = 0
+    final_start = final_end = last_exit = last_xmit = 0
     if sends:
         streaming_calls = xmits = time_ns = taken_bytes = streaming_bytes = 0
         for send, taken in sends:
@@ -612,6 +612,8 @@ def _send_stage(
                     final_start = enter
                 if exit_ts > final_end:
                     final_end = exit_ts
+                if send.xmit_last_ts > last_xmit:
+                    last_xmit = send.xmit_last_ts
         details["send_calls"] = len(sends)
         details["send_bytes"] = taken_bytes
         details["send_time_us"] = time_ns / 1000
@@ -632,6 +634,10 @@ def _send_stage(
             cursor = final_start if cursor <= app_end else DIRTY
         candidates.append(_new(Stage, ("send", SYSCALL, final_start, final_end)))
         cursor = final_end if cursor <= final_start <= final_end else DIRTY
+        if final_start <= last_xmit <= final_end:
+            # the response's last segment went to the device this long before the send
+            # syscall returned (softirq work run in the syscall's context, preemption)
+            details["send_after_xmit_us"] = (final_end - last_xmit) / 1000
     elif not response_bytes:
         notes.append(f"send: no response bytes were written ({timing.outcome})")
     elif ev.unix:
