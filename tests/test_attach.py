@@ -8,6 +8,7 @@ report, export and explain work on the recording, and nothing stays attached aft
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -54,7 +55,10 @@ async def app(scope, receive, send):
 
 @contextmanager
 def server(argv: list[str], port: int, cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # its own process group: gunicorn's workers go with the master, whatever the test did
+    process = subprocess.Popen(
+        argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -67,7 +71,8 @@ def server(argv: list[str], port: int, cwd: Path) -> Iterator[subprocess.Popen[b
                 time.sleep(0.05)
         yield process
     finally:
-        process.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
 
 
