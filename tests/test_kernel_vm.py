@@ -233,12 +233,16 @@ def test_requests_through_the_virtio_nic_are_traced_from_the_interrupt(guest: Gu
         assert trace.details["poll_function"] == "virtnet_poll", trace.details
         # From the request's interrupt to its response's last segment handed to the NIC,
         # the guest's timeline fits inside what the client waited for on the host (in host
-        # nanoseconds; 1% for the error of the rate, measured over a few seconds). The send
-        # syscall itself may return later (the guest ran softirq work in it, slowly under
-        # an emulated CPU), after the client already had its answer.
+        # nanoseconds). The send syscall itself may return later (the guest ran softirq
+        # work in it, slowly under an emulated CPU), after the client already had its
+        # answer. With KVM 1% covers the error of the rate, measured over a few seconds.
+        # With the CPU emulated the guest clock keeps the host's rate over seconds (0.997)
+        # but not over milliseconds: one host thread runs the guest in slices, and spans
+        # of 5-10 ms came out up to 12% longer than the client's (3 of 20 in one run).
         after_xmit_ns = float(trace.details["send_after_xmit_us"]) * 1000
         on_the_wire_ns = (trace.total_ns - after_xmit_ns) / guest.guest_clock_rate
-        assert 0 < on_the_wire_ns < guest.latencies_ns[query] * 1.01, (
+        slack = 1.25 if "with TCG" in guest.output else 1.01
+        assert 0 < on_the_wire_ns < guest.latencies_ns[query] * slack, (
             query,
             trace.total_ns,
             after_xmit_ns,
