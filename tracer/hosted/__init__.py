@@ -11,6 +11,7 @@ the correlator builds the same stages. One job per module:
     hook_state.py          where this process's records go, its pid and connection counter
     connection_timing.py   one connection's stamps, requests and the writes of each response
     uvicorn_httptools.py   uvicorn's HttpToolsProtocol with the hooks
+    timed_protocol.py      the connection hooks both hooked uvicorn protocols mix in
     uvicorn_h11.py         uvicorn's H11Protocol with the hooks
     uvicorn_support.py     which uvicorn versions and --http choices get the hooks, and why not
     uvicorn_server.py      uvicorn's Server with the milestones of `run --server uvicorn`

@@ -14,31 +14,14 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from tracer.hosted.connection_timing import ConnectionTiming
-from tracer.hosted.hook_state import HostedHooks, current
+from tracer.hosted.timed_protocol import TimedProtocol
 
 
-class TracedH11Protocol(H11Protocol):
+class TracedH11Protocol(TimedProtocol, H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.reqtrace = ConnectionTiming(current() or HostedHooks(_discard), self.app)
-        self.app = self.reqtrace.app
+        self._start_timing()
         self.conn = TimedH11Connection(self.conn, self.reqtrace)  # type: ignore[assignment]
-
-    def connection_made(self, transport: Any) -> None:
-        super().connection_made(self.reqtrace.wrap(transport))
-        self.reqtrace.opened(self.client, self.server)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.reqtrace.closed(exc)
-        super().connection_lost(exc)
-
-    def data_received(self, data: bytes) -> None:
-        self.reqtrace.received()
-        super().data_received(data)
-
-    def timeout_keep_alive_handler(self) -> None:
-        self.reqtrace.close_reason = "keep_alive_timeout"
-        super().timeout_keep_alive_handler()
 
 
 class TimedH11Connection:
@@ -66,7 +49,3 @@ class TimedH11Connection:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)
-
-
-def _discard(_wire: object) -> None:
-    """The sink of a protocol used with no hooks installed (records nothing)."""

@@ -11,27 +11,13 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from tracer.hosted.connection_timing import ConnectionTiming
-from tracer.hosted.hook_state import HostedHooks, current
+from tracer.hosted.timed_protocol import TimedProtocol
 
 
-class TracedHttpToolsProtocol(HttpToolsProtocol):
+class TracedHttpToolsProtocol(TimedProtocol, HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.reqtrace = ConnectionTiming(current() or HostedHooks(_discard), self.app)
-        self.app = self.reqtrace.app
-
-    def connection_made(self, transport: Any) -> None:
-        super().connection_made(self.reqtrace.wrap(transport))
-        self.reqtrace.opened(self.client, self.server)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.reqtrace.closed(exc)
-        super().connection_lost(exc)
-
-    def data_received(self, data: bytes) -> None:
-        self.reqtrace.received()
-        super().data_received(data)
+        self._start_timing()
 
     def on_message_begin(self) -> None:
         self.reqtrace.begin()
@@ -48,11 +34,3 @@ class TracedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self.reqtrace.body_done()
-
-    def timeout_keep_alive_handler(self) -> None:
-        self.reqtrace.close_reason = "keep_alive_timeout"
-        super().timeout_keep_alive_handler()
-
-
-def _discard(_wire: object) -> None:
-    """The sink of a protocol used with no hooks installed (records nothing)."""
