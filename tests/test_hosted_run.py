@@ -99,9 +99,11 @@ def _checked_stages(recording: Recording) -> dict[str, set[str]]:
         if trace.path in ("/sleep", "/items", "/hello"):
             kept = names - TIMING_LUCK
             common[trace.path] = common.get(trace.path, kept) & kept
-    # Never shorter than the sleep; the median within a few ms of it (a busy 2-core
-    # machine may stretch one of them).
-    assert min(app_ms) >= SLEEP_MS and statistics.median(app_ms) < SLEEP_MS + 10, app_ms
+    # Never shorter than the sleep, but for the event loop's timer: uvloop's (libuv's) counts
+    # whole milliseconds from a clock read once per loop iteration, so a sleep may end up to
+    # a millisecond early (one came out at 39.80 ms). The median within a few ms of it (a
+    # busy 2-core machine may stretch one of them).
+    assert min(app_ms) >= SLEEP_MS - 1 and statistics.median(app_ms) < SLEEP_MS + 10, app_ms
     return common
 
 
