@@ -25,9 +25,11 @@ import pytest
 
 from tracer.correlate.kernel_only import ATTACH_NOTE, BLOCKING_NOTE, NO_LOOP_NOTE
 from tracer.model.trace import RequestTrace
+from tracer.recording.raw_log import replay
 from tracer.recording.reader import load_recording
 
 from .helpers import ROOT
+from .otlp_receiver import otlp_receiver
 from .run_fixtures import free_port
 
 pytestmark = pytest.mark.bpf
@@ -124,10 +126,15 @@ def stop_attach(process: subprocess.Popen[str]) -> tuple[int, str]:
     return process.returncode, err
 
 
-def timed_get(connection: http.client.HTTPConnection, path: str, body: bytes = b"") -> float:
+def timed_get(
+    connection: http.client.HTTPConnection,
+    path: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+) -> float:
     """One request on a keep-alive connection; the client's own latency in ns."""
     started = time.monotonic_ns()
-    connection.request("POST" if body else "GET", path, body=body or None)
+    connection.request("POST" if body else "GET", path, body=body or None, headers=headers or {})
     response = connection.getresponse()
     response.read()
     return time.monotonic_ns() - started
@@ -228,18 +235,27 @@ def _downstream_works(record: Path, tmp_path: Path) -> None:
 
 
 def test_attach_to_a_thread_per_request_http_server(tmp_path: Path) -> None:
+    """Also the outputs `run` has: the raw records replay to the same traces, and every
+    request goes to an OTLP receiver as spans."""
     (tmp_path / "index.html").write_text("hello\n")
     port = free_port()
     argv = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
-    record = tmp_path / "http_server.jsonl"
-    with server(argv, port, tmp_path) as target, attached(target.pid, record) as tracer:
+    record, raw = tmp_path / "http_server.jsonl", tmp_path / "http_server.raw.jsonl"
+    outputs = ["--record-raw", str(raw), "--otlp-service-name", "legacy"]
+    with (
+        otlp_receiver() as receiver,
+        server(argv, port, tmp_path) as target,
+        attached(target.pid, record, *outputs, "--otlp-endpoint", receiver.url) as tracer,
+    ):
         latencies = []
         for path in ("/index.html", "/missing", "/"):
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            latencies.append(timed_get(connection, path))
+            headers = {"Cookie": "session=secret"}
+            latencies.append(timed_get(connection, path, headers=headers))
             connection.close()
         time.sleep(0.6)
         code, err = stop_attach(tracer)
+        spans = receiver.spans()
     assert code == 0, err
     recording = load_recording(str(record))
     traces = sorted(recording.traces, key=lambda t: t.start_ns)
@@ -253,6 +269,20 @@ def test_attach_to_a_thread_per_request_http_server(tmp_path: Path) -> None:
         assert trace.stage("event_loop") is None  # no epoll: a thread per connection
         assert BLOCKING_NOTE in trace.notes or NO_LOOP_NOTE in trace.notes
         assert trace.tid != trace.pid  # served by a request thread
+
+    assert "secret" not in raw.read_text()
+    replayed = sorted(replay(str(raw)), key=lambda t: t.start_ns)
+    assert [t.stages for t in replayed] == [t.stages for t in traces]
+    assert [(t.method, t.path, t.status) for t in replayed] == [
+        (t.method, t.path, t.status) for t in traces
+    ]
+
+    assert recording.footer is not None and recording.footer["otlp_exported"] == 3
+    assert "3 exported over OTLP, 0 OTLP drops" in err
+    requests = [span for span in spans if span.span.kind == span.span.SPAN_KIND_SERVER]
+    assert sorted(span.name for span in requests) == ["GET /", "GET /index.html", "GET /missing"]
+    assert {span.resource["service.name"] for span in spans} == {"legacy"}
+    assert len(spans) == sum(1 + len(trace.stages) for trace in traces)
 
 
 def _worker_pids(master: int) -> set[int]:

@@ -330,3 +330,27 @@ def test_captured_bytes_survive_decoding_and_json() -> None:
     assert records.from_json(records.to_json(out)) == out
     plain = records.decode(bytes(records.RtRecv(head=records.RtHead(type=records.RT_REC_RECV))))
     assert plain.head == b"" and "head" not in records.to_json(plain)
+
+
+# -- the NIC driver's poll, named as with `reqtrace run` -------------------------------------
+
+
+def test_softirq_names_the_nic_drivers_poll_function_in_attach_mode_too() -> None:
+    scenario = Scenario()
+    connection = new_connection(scenario, 1_000 * MS)
+    attach_request(connection, 1_001 * MS, dev="eth0")
+    polled = [
+        r._replace(rx=r.rx._replace(flags=r.rx.flags | records.RT_RX_DRIVER_POLL))
+        if isinstance(r, records.RecvRecord) and r.rx is not None
+        else r
+        for r in kernel_only(scenario)
+    ]
+
+    [named] = run(polled, KernelOnlyCorrelator(poll_functions={"eth0": "virtnet_poll"}))  # type: ignore[arg-type]
+    [unnamed] = attach_run(polled)  # a replay that does not know the plan
+    [plain] = run(kernel_only(scenario), KernelOnlyCorrelator(poll_functions={"eth0": "x"}))  # type: ignore[arg-type]
+
+    assert "nic_irq" in stage_map(named) and "softirq" in stage_map(named)
+    assert named.details["poll_function"] == "virtnet_poll"
+    assert unnamed.details["poll_function"] == "the NIC driver's poll function"
+    assert "poll_function" not in plain.details

@@ -8,9 +8,12 @@ from pathlib import Path
 import pytest
 
 from tracer.correlate.correlator import Correlator
-from tracer.correlate.synthetic import EAGAIN, MS, Scenario, arrival_order
+from tracer.correlate.kernel_only import KernelOnlyCorrelator
+from tracer.correlate.synthetic import EAGAIN, MS, Scenario, arrival_order, is_hook
+from tracer.correlate.synthetic_attach import attach_request
 from tracer.model.trace import RequestTrace
 from tracer.recording.raw_log import (
+    KERNEL_ONLY,
     LoggingCorrelator,
     LostRecords,
     RawLogError,
@@ -103,3 +106,31 @@ def test_a_damaged_raw_log_names_the_line(tmp_path: Path) -> None:
     assert problems[1].startswith("line 7: ") and problems[1].endswith(
         "(truncated: the file was cut short)"
     )
+
+
+def test_an_attach_mode_raw_log_replays_with_the_kernel_only_correlator(tmp_path: Path) -> None:
+    """`attach --record-raw`: the header names the correlator, replay() picks it; the first
+    bytes captured in the kernel keep the request line, not the credentials."""
+    scenario = Scenario()
+    connection = scenario.connect(1_000 * MS, 50_000, fd=7, with_open=False)
+    request = b"GET /private?q=1 HTTP/1.1\r\nHost: a\r\nCookie: session=secret\r\nAuthoriza"
+    attach_request(connection, 1_001 * MS, request=request)
+    attach_request(connection, 1_010 * MS, request=b"POST /two HTTP/1.1\r\nHost: a\r\n\r\n")
+    kernel_records = [r for r in scenario.time_ordered() if not is_hook(r)]
+    path = tmp_path / "attach.raw.jsonl"
+    live = LoggingCorrelator(
+        KernelOnlyCorrelator(), RawLogWriter(str(path), header={"correlator": KERNEL_ONLY})
+    )
+    traces = [trace for record in kernel_records for trace in live.feed(record)]
+    traces += live.flush()
+    live.writer.close()
+
+    assert "secret" not in path.read_text()
+    replayed = replay(str(path))
+    assert [(t.method, t.path, t.query) for t in replayed] == [
+        ("GET", "/private", "q=1"),
+        ("POST", "/two", ""),
+    ]
+    assert [t.to_json() for t in replayed] == [t.to_json() for t in traces]
+    # the same file read as a run's (hooked) log would give nothing of the sort
+    assert replay(str(path), Correlator()) != replayed

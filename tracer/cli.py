@@ -82,6 +82,27 @@ HTTP/1.x in clear text; a server that exits ends the attach (exit status 1).
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser, app_python: bool = True) -> None:
+    trace = _add_output_arguments(parser)
+    trace.add_argument(
+        "--user", metavar="NAME", help="run the app as NAME (default: the sudo caller)"
+    )
+    if app_python:
+        trace.add_argument(
+            "--python",
+            metavar="PATH",
+            help="the app's interpreter, or its virtualenv folder (default: see below)",
+        )
+        trace.add_argument(
+            "--server",
+            choices=HOSTED_SERVERS,
+            default="reqtrace",
+            help="serve with reqtrace's server (default), or the app's own uvicorn or"
+            " gunicorn (then the other flags are that server's own; see below)",
+        )
+
+
+def _add_output_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """What every tracing command (run, demo, attach) takes alike; the "tracing" group."""
     trace = parser.add_argument_group("tracing")
     trace.add_argument("--record", metavar="FILE", help="write every request to a recording")
     trace.add_argument(
@@ -98,15 +119,6 @@ def _add_run_arguments(parser: argparse.ArgumentParser, app_python: bool = True)
     trace.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     trace.add_argument("--max-requests", type=int, metavar="N", help="stop after N requests")
     trace.add_argument(
-        "--user", metavar="NAME", help="run the app as NAME (default: the sudo caller)"
-    )
-    if app_python:
-        trace.add_argument(
-            "--python",
-            metavar="PATH",
-            help="the app's interpreter, or its virtualenv folder (default: see below)",
-        )
-    trace.add_argument(
         "--slower-than",
         type=float,
         metavar="MS",
@@ -117,14 +129,6 @@ def _add_run_arguments(parser: argparse.ArgumentParser, app_python: bool = True)
         action="store_true",
         help="keep Authorization/Cookie values in recordings (redacted by default)",
     )
-    if app_python:
-        trace.add_argument(
-            "--server",
-            choices=HOSTED_SERVERS,
-            default="reqtrace",
-            help="serve with reqtrace's server (default), or the app's own uvicorn or"
-            " gunicorn (then the other flags are that server's own; see below)",
-        )
     otlp = parser.add_argument_group("OpenTelemetry export (needs reqtrace[otlp])")
     otlp.add_argument(
         "--otlp-endpoint",
@@ -133,6 +137,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser, app_python: bool = True)
         " http://collector:4318/v1/traces (never blocks tracing: drops are counted)",
     )
     _add_otlp_resource_arguments(otlp)
+    return trace
 
 
 def _add_otlp_resource_arguments(group: argparse._ArgumentGroup) -> None:
@@ -210,19 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PORT",
         help="the server's port (repeatable; default: every TCP port the process listens on)",
     )
-    traced = attach.add_argument_group("tracing")
-    traced.add_argument("--record", metavar="FILE", help="write every request to a recording")
-    traced.add_argument(
-        "--force", action="store_true", help="overwrite the --record file if it exists"
-    )
-    traced.add_argument("--no-tui", action="store_true", help="log one line per request instead")
-    traced.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
-    traced.add_argument("--max-requests", type=int, metavar="N", help="stop after N requests")
-    traced.add_argument(
-        "--no-redact",
-        action="store_true",
-        help="keep Authorization/Cookie values in recordings (redacted by default)",
-    )
+    _add_output_arguments(attach)
 
     show = commands.add_parser("show", help="open the dashboard on a recording")
     show.add_argument("file", help=RECORDING_HELP)

@@ -14,11 +14,18 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from tracer.commands.tracing_outcome import (
+    describe_exit,
+    output_options,
+    print_otlp_warnings,
+    print_report,
+    wait_headless,
+)
 from tracer.session.attach_session import (
     EXIT_OK,
+    EXIT_USAGE,
     AttachError,
     AttachOptions,
-    AttachResult,
     AttachSession,
 )
 from tracer.session.progress import own_stderr
@@ -27,44 +34,18 @@ from tracer.session.signals import stop_on_signals
 EXIT_SERVER_GONE = 1
 
 
-def wait_headless(session: AttachSession) -> None:
-    """--no-tui: wait for a signal, --duration, --max-requests or the target's exit."""
-    while True:
-        reason = session.should_stop()
-        if reason:
-            if reason != "stopped":
-                session.stop.request(reason)
-            return
-        session.stop.wait(0.1)
-
-
-def describe_exit(result: AttachResult) -> str:
-    lost = sum(result.lost_records.values())
-    parts = [
-        f"{result.requests:,} request{'s' if result.requests != 1 else ''} traced",
-        f"{lost:,} record{'s' if lost != 1 else ''} lost",
-    ]
-    if result.recorded:
-        parts.append(f"{result.recorded:,} recorded")
-    return "reqtrace: " + ", ".join(parts)
-
-
 def options_from_args(args: Any) -> AttachOptions:
-    return AttachOptions(
-        pid=args.pid,
-        ports=tuple(args.port or ()),
-        record=args.record,
-        force=args.force,
-        no_tui=args.no_tui or not sys.stdout.isatty(),
-        duration=args.duration,
-        max_requests=args.max_requests,
-        redact=not args.no_redact,
-    )
+    """AttachOptions from the parsed flags; ValueError names a bad --otlp-resource."""
+    return AttachOptions(pid=args.pid, ports=tuple(args.port or ()), **output_options(args))
 
 
 def attach_command(args: Any) -> int:
     """`reqtrace attach --pid PID ...` (args from the CLI parser)."""
-    options = options_from_args(args)
+    try:
+        options = options_from_args(args)
+    except ValueError as exc:
+        print(f"reqtrace: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     session = AttachSession(options)
     with stop_on_signals(session.stop), own_stderr():
         try:
@@ -88,15 +69,14 @@ def attach_command(args: Any) -> int:
         except AttachError as exc:
             print(f"reqtrace: {exc}", file=sys.stderr)
             return exc.exit_code
+    otlp = session.outputs.otlp
+    if not options.no_tui and otlp is not None:  # not shown under the dashboard
+        print_otlp_warnings(otlp.warnings)
     print(describe_exit(result), file=sys.stderr)
     if result.target_exited:
         print(f"reqtrace: {result.stop_reason}", file=sys.stderr)
     if options.no_tui and result.requests:
-        from rich.console import Console
-
-        from tracer.recording.report import build_report, render_report
-
-        render_report(build_report(session.final_recording()), Console(stderr=True))
+        print_report(session.final_recording())
     if options.record:
         print(f"reqtrace: recording written to {options.record}", file=sys.stderr)
     return EXIT_SERVER_GONE if result.target_exited else EXIT_OK

@@ -14,7 +14,13 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from tracer.recording.export import parse_resource_attributes
+from tracer.commands.tracing_outcome import (
+    describe_exit,
+    output_options,
+    print_otlp_warnings,
+    print_report,
+    wait_headless,
+)
 from tracer.session.progress import own_stderr
 from tracer.session.run_session import (
     EXIT_INTERRUPTED,
@@ -23,9 +29,7 @@ from tracer.session.run_session import (
     EXIT_USAGE,
     RunError,
     RunOptions,
-    RunResult,
     RunSession,
-    plural,
     server_log_tail,
 )
 from tracer.session.signals import stop_on_signals
@@ -34,48 +38,9 @@ from tracer.session.view import SessionView
 DEMO_APP = "tracer.demo.app:app"
 
 
-def wait_headless(session: RunSession) -> None:
-    """--no-tui: wait for a signal, the duration, --max-requests or the server's exit."""
-    while True:
-        reason = session.should_stop()
-        if reason:
-            if reason != "stopped":
-                session.stop.request(reason)
-            return
-        session.stop.wait(0.1)
-
-
-def describe_exit(result: RunResult) -> str:
-    lost = sum(result.lost_records.values())
-    parts = [f"{plural(result.requests, 'request')} traced", f"{plural(lost, 'record')} lost"]
-    if result.recorded or result.skipped_fast:
-        parts.append(f"{result.recorded:,} recorded")
-    if result.skipped_fast:
-        parts.append(f"{result.skipped_fast:,} faster ones only counted")
-    if result.otlp_exported is not None:
-        parts.append(f"{result.otlp_exported:,} exported over OTLP")
-        parts.append(f"{result.otlp_dropped or 0:,} OTLP drops")
-    return "reqtrace: " + ", ".join(parts)
-
-
 def options_from_args(args: Any) -> RunOptions:
     """RunOptions from the parsed flags; ValueError names a bad --otlp-resource."""
-    resource = parse_resource_attributes(getattr(args, "otlp_resource", None) or [])
-    return RunOptions(
-        record=args.record,
-        record_raw=args.record_raw,
-        force=getattr(args, "force", False),
-        no_tui=args.no_tui or not sys.stdout.isatty(),
-        duration=args.duration,
-        max_requests=args.max_requests,
-        user=args.user,
-        python=getattr(args, "python", None),
-        slower_than_ms=args.slower_than,
-        redact=not args.no_redact,
-        otlp_endpoint=getattr(args, "otlp_endpoint", None),
-        otlp_service_name=getattr(args, "otlp_service_name", None),
-        otlp_resource=resource,
-    )
+    return RunOptions(**output_options(args), user=args.user, python=getattr(args, "python", None))
 
 
 def execute(session: RunSession) -> int:
@@ -98,9 +63,9 @@ def execute(session: RunSession) -> int:
         if not exc.shown:
             print(f"reqtrace: {exc}", file=sys.stderr)
         return exc.exit_code
-    if not options.no_tui and session.otlp is not None:  # not shown under the dashboard
-        for line in session.otlp.warnings:
-            print(line, file=sys.stderr)
+    otlp = session.outputs.otlp
+    if not options.no_tui and otlp is not None:  # not shown under the dashboard
+        print_otlp_warnings(otlp.warnings)
     print(describe_exit(result), file=sys.stderr)
     if result.child_exited_by_itself:
         print(f"reqtrace: {result.stop_reason}", file=sys.stderr)
@@ -108,11 +73,7 @@ def execute(session: RunSession) -> int:
         if tail:
             print(f"the server's last log lines ({result.server_log}):\n{tail}", file=sys.stderr)
     if options.no_tui and result.requests:
-        from rich.console import Console
-
-        from tracer.recording.report import build_report, render_report
-
-        render_report(build_report(session.final_recording()), Console(stderr=True))
+        print_report(session.final_recording())
     if options.record:
         print(f"reqtrace: recording written to {options.record}", file=sys.stderr)
     if result.child_exited_by_itself:

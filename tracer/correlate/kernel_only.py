@@ -48,7 +48,7 @@ the records.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from tracer.correlate.connection import DROP, RESET, RETRANSMIT, Connection
@@ -62,7 +62,13 @@ from tracer.correlate.correlator import (
 )
 from tracer.correlate.reorder import ReorderBuffer
 from tracer.correlate.request_line import parse_request_head, parse_status
-from tracer.correlate.stage_builder import EAGAIN, _chain, _kernel_stages, _tile
+from tracer.correlate.stage_builder import (
+    EAGAIN,
+    NO_POLL_FUNCTIONS,
+    _chain,
+    _kernel_stages,
+    _tile,
+)
 from tracer.model.stages import RX_PATH_STAGES, SERVER, SYSCALL
 from tracer.model.trace import Detail, RequestTrace, Stage
 from tracer.records.kernel import (
@@ -195,13 +201,19 @@ class Turn:
 Timeline = tuple[int, int, tuple[Stage, ...], tuple[str, ...], dict[str, Detail], bool]
 
 
-def build_turn_timeline(turn: Turn) -> Timeline:
-    """Stages, notes, details and completeness of one request from its turn (pure)."""
+def build_turn_timeline(
+    turn: Turn, poll_functions: Mapping[str, str] = NO_POLL_FUNCTIONS
+) -> Timeline:
+    """Stages, notes, details and completeness of one request from its turn (pure).
+
+    `poll_functions`: interface -> the NIC driver's poll function the probes attach there."""
     notes: list[str] = []
     details: dict[str, Detail] = {}
     candidates: list[Stage] = []
     first = turn.first_recv
-    start, complete, _ = _kernel_stages(first, turn.prev_recv, candidates, notes, details)
+    start, complete, _ = _kernel_stages(
+        first, turn.prev_recv, candidates, notes, details, 0, poll_functions
+    )
     recv_start, recv_exit = first.enter_ts, first.ts_ns
     rx = first.rx
     arrived = 0
@@ -269,8 +281,11 @@ class KernelOnlyCorrelator:
         self,
         reorder_window_ns: int = DEFAULT_REORDER_WINDOW_NS,
         limits: CorrelatorLimits | None = None,
+        poll_functions: Mapping[str, str] | None = None,
     ) -> None:
+        """`poll_functions`: as for the Correlator (ProbePlan.driver_poll_functions())."""
         self.limits = limits or CorrelatorLimits()
+        self._poll_functions: dict[str, str] = dict(poll_functions or {})
         self._counts = CorrelatorStats()
         self._window: ReorderBuffer[KernelRecord] = ReorderBuffer(
             reorder_window_ns, self.limits.max_buffered_records
@@ -496,7 +511,9 @@ class KernelOnlyCorrelator:
         """Build and queue the trace of a request that just left its connection."""
         turn.deadline_ns = -1
         connection.emitted += 1
-        start, end, stages, notes, details, complete = build_turn_timeline(turn)
+        start, end, stages, notes, details, complete = build_turn_timeline(
+            turn, self._poll_functions
+        )
         first = turn.first_recv
         head = parse_request_head(first.head, first.ret)
         extra: list[str] = []

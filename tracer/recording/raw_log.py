@@ -14,7 +14,11 @@ Then one line per correlator input, in the order the correlator received them:
   "count": N} for note_lost_records(N): they change what the correlator emits, so an
   exact replay needs them in their place.
 
-Header values that carry credentials are redacted like in recordings unless asked not to.
+Header values that carry credentials are redacted like in recordings unless asked not to,
+also in the first bytes of requests and responses that `attach` captures in the kernel.
+A header "correlator": "kernel_only" says the records were correlated without hooks
+(`reqtrace attach`, or a server reqtrace could not hook): replay() then uses the
+KernelOnlyCorrelator, as the live session did.
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ from types import TracebackType
 from typing import Any
 
 from tracer.correlate.correlator import Correlator, CorrelatorStats, FeedRecord
+from tracer.correlate.kernel_only import KernelOnlyCorrelator
 from tracer.model.trace import RequestTrace
-from tracer.recording.writer import open_private, redact_headers
+from tracer.recording.writer import open_private, redact_head, redact_headers
 from tracer.records import kernel as records
 from tracer.records.hooks import (
     HOOK_RECORD_TYPES,
@@ -39,6 +44,9 @@ from tracer.records.hooks import (
 )
 
 RAW_SCHEMA = "reqtrace.raw/1"
+KERNEL_ONLY = "kernel_only"  # the header's "correlator" for records correlated without hooks
+
+AnyCorrelator = Correlator | KernelOnlyCorrelator
 
 HOOK_KINDS: dict[type, str] = {
     ConnectionOpened: "hook_connection_opened",
@@ -82,7 +90,10 @@ def entry_to_json(entry: RawEntry, *, redact: bool = True) -> dict[str, Any]:
         if redact and isinstance(entry, RequestTiming) and entry.headers:
             out["headers"] = redact_headers(entry.headers)
         return out
-    return records.to_json(entry)
+    out = records.to_json(entry)
+    if redact and isinstance(entry, records.RecvRecord | records.SendRecord) and entry.head:
+        out["head"] = redact_head(entry.head).decode("latin-1")
+    return out
 
 
 def entry_from_json(data: dict[str, Any]) -> RawEntry:
@@ -179,7 +190,7 @@ def read_raw_log(path: str, problems: list[str] | None = None) -> Iterator[RawEn
             yield entry
 
 
-def feed_entries(correlator: Correlator, entries: Iterable[RawEntry]) -> list[RequestTrace]:
+def feed_entries(correlator: AnyCorrelator, entries: Iterable[RawEntry]) -> list[RequestTrace]:
     """Feed inputs to a correlator exactly as a live run did; return what it emitted."""
     out: list[RequestTrace] = []
     for entry in entries:
@@ -192,11 +203,25 @@ def feed_entries(correlator: Correlator, entries: Iterable[RawEntry]) -> list[Re
     return out
 
 
+def raw_log_header(path: str) -> dict[str, Any]:
+    """The header line of a raw-record file ({} when the first line is not one)."""
+    with open(path, "rb") as file:
+        first = file.readline()
+    try:
+        data = json.loads(first)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) and data.get("kind") == "raw_header" else {}
+
+
 def replay(
-    path: str, correlator: Correlator | None = None, problems: list[str] | None = None
+    path: str, correlator: AnyCorrelator | None = None, problems: list[str] | None = None
 ) -> list[RequestTrace]:
-    """Every trace a run gave, rebuilt offline from its raw-record file (flushed at the end)."""
-    correlator = correlator or Correlator()
+    """Every trace a run gave, rebuilt offline from its raw-record file (flushed at the end),
+    by the kind of correlator its header names unless one is given."""
+    if correlator is None:
+        kernel_only = raw_log_header(path).get("correlator") == KERNEL_ONLY
+        correlator = KernelOnlyCorrelator() if kernel_only else Correlator()
     out = feed_entries(correlator, read_raw_log(path, problems))
     out.extend(correlator.flush())
     return out
@@ -205,7 +230,7 @@ def replay(
 class LoggingCorrelator:
     """A Correlator that first writes each input to a raw-record file (same API)."""
 
-    def __init__(self, correlator: Correlator, writer: RawLogWriter) -> None:
+    def __init__(self, correlator: AnyCorrelator, writer: RawLogWriter) -> None:
         self.correlator = correlator
         self.writer = writer
 

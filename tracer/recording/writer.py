@@ -38,6 +38,18 @@ def redact_headers(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str],
     )
 
 
+def redact_head(head: bytes) -> bytes:
+    """The first bytes of a request or response as read in the kernel, with the values of
+    credential-bearing header lines replaced (a header cut short by the capture too)."""
+    lines = head.split(b"\n")
+    for index, line in enumerate(lines[1:], 1):
+        name, colon, _ = line.partition(b":")
+        if colon and name.strip().lower().decode("latin-1") in SENSITIVE_HEADERS:
+            ending = b"\r" if line.endswith(b"\r") else b""
+            lines[index] = name + b": " + REDACTED.encode() + ending
+    return b"\n".join(lines)
+
+
 def invoking_user() -> tuple[int, int] | None:
     """(uid, gid) of the user who ran `sudo reqtrace ...`, when we are root under sudo."""
     if os.geteuid() != 0:

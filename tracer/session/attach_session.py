@@ -22,9 +22,9 @@ holds all of the server's own time. The kernel, epoll and syscall stages are the
 with `reqtrace run`.
 
 For a server reqtrace starts itself but cannot hook (the kernel-only fallback of `run
---server`): `kernel_only_tracing(probes, pids, ports)` arms the probes and returns the
-`KernelOnlyCorrelator` to put in the pipeline; `UNAVAILABLE` goes in the recording header;
-`ProcessTree` follows workers.
+--server`): `arm_kernel_only(probes, pids, ports)` arms the probes for the
+`KernelOnlyCorrelator`; `UNAVAILABLE` goes in the recording header; `ProcessTree` follows
+workers.
 """
 
 from __future__ import annotations
@@ -34,27 +34,24 @@ import platform
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from tracer import __version__
-from tracer.correlate.kernel_only import HOOK_STAGES, KernelOnlyCorrelator
+from tracer.correlate.kernel_only import HOOK_STAGES
 from tracer.kernel.attach_plan import ProbePlan
 from tracer.kernel.probe_loader import ProbeLoadError, ProbeSession
 from tracer.kernel.system_facts import gather, tracing_blocker
-from tracer.model.trace import RequestTrace
 from tracer.recording.reader import Recording
-from tracer.recording.writer import Recorder
 from tracer.records.kernel import RT_MAX_TARGETS
 from tracer.session.pipeline import Pipeline, TraceSink
 from tracer.session.preflight import PreflightError, check_outputs
 from tracer.session.probe_cache import ProbeCache
 from tracer.session.probe_setup import PlanError, RunProbes
 from tracer.session.progress import Progress
-from tracer.session.request_log import RequestLog
 from tracer.session.signals import StopRequest
+from tracer.session.trace_outputs import TraceOutputs, otlp_problem
 
 EXIT_OK = 0
 EXIT_USAGE = 2  # bad usage, no such process, cannot trace here
@@ -81,18 +78,26 @@ class AttachOptions:
     pid: int
     ports: tuple[int, ...] = ()  # --port; empty: the ports the process listens on
     record: str | None = None
-    force: bool = False
+    record_raw: str | None = None
+    force: bool = False  # overwrite existing --record/--record-raw files
     no_tui: bool = False
     duration: float | None = None
     max_requests: int | None = None
+    slower_than_ms: float | None = None
     redact: bool = True
+    otlp_endpoint: str | None = None  # OTLP/HTTP traces URL (session/otlp_sink.py)
+    otlp_service_name: str | None = None
+    otlp_resource: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
 class AttachResult:
     requests: int = 0
     recorded: int = 0
+    skipped_fast: int = 0
     lost_records: dict[str, int] = field(default_factory=dict)
+    otlp_exported: int | None = None  # requests sent as OTLP spans (None: no --otlp-endpoint)
+    otlp_dropped: int | None = None
     stop_reason: str = ""
     target_exited: bool = False
 
@@ -154,20 +159,17 @@ class ProcessTree:
         return sorted(found, key=lambda item: (item[1], item[0]))
 
 
-def kernel_only_tracing(
-    probes: ProbeSession, tgids: list[int], ports: list[int]
-) -> KernelOnlyCorrelator:
-    """Arm loaded probes for a server without reqtrace's hooks; returns the correlator to
-    feed their records (in a Pipeline with no hook channel).
+def arm_kernel_only(probes: ProbeSession, tgids: list[int], ports: list[int]) -> None:
+    """Arm loaded probes for a server without reqtrace's hooks, whose records a
+    KernelOnlyCorrelator then reads (in a Pipeline with no hook channel).
 
     The kernel-only fallback of `reqtrace run --server` uses this as `attach` does: the
     filters with RT_CFG_CAPTURE_HEAD (each request's first bytes and each response's status
-    line copied in the kernel) and the correlator that delimits requests from them. Put
+    line copied in the kernel), from which the correlator delimits requests. Put
     `UNAVAILABLE` in the recording header's "unavailable" key so that the dashboard and
     `show` say what cannot be seen. Call again when the processes change (workers).
     """
     probes.set_targets(tgids=tgid_filter(tgids), ports=ports, capture_heads=True)
-    return KernelOnlyCorrelator()
 
 
 def tgid_filter(pids: list[int]) -> list[int]:
@@ -191,8 +193,8 @@ class AttachSession:
         self.probes: RunProbes | None = None
         self.session: ProbeSession | None = None
         self.pipeline: Pipeline | None = None
+        self.outputs = TraceOutputs(options, self.clock_offset_ns)
         self.extra_sinks: list[TraceSink] = []
-        self.tail: deque[RequestTrace] = deque(maxlen=20_000)  # for the final report
         self.attached_at: float | None = None  # time.monotonic() once the filters are armed
         self._pids: list[int] = []
         self._watch_stop = threading.Event()
@@ -206,8 +208,14 @@ class AttachSession:
         blocker = tracing_blocker(facts)
         if blocker:
             raise AttachError(blocker.removeprefix("reqtrace "))
+        problem = otlp_problem(options.otlp_endpoint)
+        if problem:
+            raise AttachError(problem)
         try:
-            check_outputs([("--record", options.record)], options.force)
+            check_outputs(
+                [("--record", options.record), ("--record-raw", options.record_raw)],
+                options.force,
+            )
         except PreflightError as exc:
             raise AttachError(str(exc)) from None
         self.tree = tree = ProcessTree(options.pid)
@@ -282,7 +290,7 @@ class AttachSession:
             raise AttachError(str(exc)) from None
 
     def _arm(self, probes: ProbeSession) -> None:
-        kernel_only_tracing(probes, self._pids, self.ports)
+        arm_kernel_only(probes, self._pids, self.ports)
 
     # -- 5: following the process tree ----------------------------------------------------------
 
@@ -327,17 +335,12 @@ class AttachSession:
             self.session = probes
             if self.stop.is_set():
                 raise AttachError(f"interrupted ({self.stop.reason})", EXIT_INTERRUPTED)
-            correlator = kernel_only_tracing(probes, self._pids, self.ports)
-            recorder = None
-            if self.options.record:
-                recorder = Recorder(
-                    self.options.record, self.recording_header(), self.options.redact
-                )
-            sinks: list[TraceSink] = []
-            if recorder is not None:
-                sinks.append(recorder.write_many)
-            if self.options.no_tui:
-                sinks += [self.tail.extend, RequestLog(self.clock_offset_ns)]
+            assert self.plan is not None
+            outputs = self.outputs
+            stack.callback(outputs.close, {}, {})  # if a step below fails; closed once
+            correlator = outputs.correlator(True, self.plan.driver_poll_functions())
+            self._arm(probes)
+            sinks = outputs.open(self.recording_header())
             self.pipeline = Pipeline(correlator, probes, None, [*sinks, *self.extra_sinks])
             pipeline_stop = threading.Event()
             pipeline_thread = threading.Thread(
@@ -367,19 +370,24 @@ class AttachSession:
                 watcher.join(timeout=2)
                 self.result.requests = self.pipeline.counters.traces
                 self.result.lost_records = dict(self.pipeline.counters.lost_by_type)
-                if recorder is not None:
-                    self.result.recorded = recorder.requests
-                    recorder.close(
-                        lost_records=self.result.lost_records,
-                        extra={"stop_reason": reason, "target_exited": self.result.target_exited},
-                    )
+                outputs.close(
+                    self.result.lost_records,
+                    {
+                        "stop_reason": reason,
+                        "target_exited": self.result.target_exited,
+                        "correlator": correlator.stats.as_dict(),
+                    },
+                )
+                self.result.recorded = outputs.recorded
+                self.result.skipped_fast = outputs.skipped
+                self.result.otlp_exported = outputs.otlp_exported
+                self.result.otlp_dropped = outputs.otlp_dropped
         return self.result
 
     def final_recording(self) -> Recording:
         footer = {"requests": self.result.requests, "lost_records": self.result.lost_records}
-        return Recording(
-            self.recording_header(), list(self.tail), footer, [], self.options.record or ""
-        )
+        traces = list(self.outputs.tail.traces)
+        return Recording(self.recording_header(), traces, footer, [], self.options.record or "")
 
 
 def _url(ip: str, port: int) -> str:

@@ -36,22 +36,16 @@ import sys
 import tempfile
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tracer import __version__
-from tracer.correlate.correlator import Correlator
 from tracer.kernel.attach_plan import ProbePlan
 from tracer.kernel.probe_loader import ProbeLoadError, ProbeSession
 from tracer.kernel.system_facts import gather, tracing_blocker
-from tracer.model.trace import RequestTrace
-from tracer.recording.export import OTLP_PACKAGES_MISSING
-from tracer.recording.raw_log import LoggingCorrelator, RawLogWriter
 from tracer.recording.reader import Recording
-from tracer.recording.writer import Recorder
 from tracer.server.config import Config
 from tracer.server.hook_channel import HookChannelReader
 from tracer.session.app_python import (
@@ -60,7 +54,7 @@ from tracer.session.app_python import (
     AppPythonError,
     choose_app_python,
 )
-from tracer.session.attach_session import UNAVAILABLE, kernel_only_tracing
+from tracer.session.attach_session import UNAVAILABLE, arm_kernel_only
 from tracer.session.hosted_args import HostedServer
 from tracer.session.listener import (
     ListenError,
@@ -75,14 +69,11 @@ from tracer.session.privileges import Account, PrivilegeError, resolve_account
 from tracer.session.probe_cache import ProbeCache
 from tracer.session.probe_setup import PlanError, RunProbes
 from tracer.session.progress import Progress
-from tracer.session.request_log import RequestLog
 from tracer.session.server_child import EXIT_APP, EXIT_ENVIRONMENT, EXIT_PARENT_GONE
 from tracer.session.server_launch import ServerChild, describe_status
 from tracer.session.signals import StopRequest
+from tracer.session.trace_outputs import TraceOutputs, otlp_problem
 from tracer.session.worker_follower import WORKER_ACK_ENV, WorkerFollower
-
-if TYPE_CHECKING:
-    from tracer.session.otlp_sink import OtlpSink
 
 # Exit statuses of `reqtrace run` and `demo` (the CLI's --help lists them for every command).
 EXIT_OK = 0  # the run ended as asked (Ctrl-C, SIGTERM, --duration, --max-requests, q)
@@ -137,35 +128,6 @@ class RunResult:
     otlp_dropped: int | None = None
 
 
-class RecordingSink:
-    """Writes traces to the recording; with --slower-than, only slow ones (the rest counted)."""
-
-    def __init__(self, recorder: Recorder, slower_than_ms: float | None) -> None:
-        self.recorder = recorder
-        self.threshold_ns = None if slower_than_ms is None else slower_than_ms * 1e6
-        self.skipped = 0
-
-    def __call__(self, traces: list[RequestTrace]) -> None:
-        threshold = self.threshold_ns
-        if threshold is None:
-            self.recorder.write_many(traces)
-            return
-        slow = [trace for trace in traces if trace.total_ns >= threshold]
-        self.skipped += len(traces) - len(slow)
-        self.recorder.write_many(slow)
-
-
-class Tail:
-    """Keeps the last traces for the final report of a --no-tui run (bounded: ~3 KiB a
-    trace, so 100,000 held 300 MiB in a long run; the report covers the last TAIL_SIZE)."""
-
-    def __init__(self, size: int = 20_000) -> None:
-        self.traces: deque[RequestTrace] = deque(maxlen=size)
-
-    def __call__(self, traces: list[RequestTrace]) -> None:
-        self.traces.extend(traces)
-
-
 def plural(count: int, noun: str) -> str:
     return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
 
@@ -187,10 +149,8 @@ class RunSession:
         self.child: ServerChild | None = None
         self.load: Any = None  # the demo's load generator (subprocess.Popen)
         self.pipeline: Pipeline | None = None
-        self.recording_sink: RecordingSink | None = None
-        self.tail = Tail()
+        self.outputs = TraceOutputs(options, self.clock_offset_ns)
         self.extra_sinks: list[TraceSink] = []  # e.g. the dashboard's live feed
-        self.otlp: OtlpSink | None = None  # with --otlp-endpoint; its counters are live
         self._port = 0
         self._url = ""
         self._hook_read = -1
@@ -200,7 +160,6 @@ class RunSession:
         self.workers: WorkerFollower | None = None  # --server gunicorn: follows the workers
         self.server_description = "reqtrace"  # or e.g. "uvicorn 0.55.0 (httptools)"
         self.kernel_only = False  # a server reqtrace cannot hook: traced from the kernel only
-        self.kernel_correlator: Any = None  # then: attach mode's correlator
 
     # -- 1-2: checks, and the app imported by the server child ----------------------------------
 
@@ -208,7 +167,9 @@ class RunSession:
         """Everything that can fail fast, then the app's import; RunError says what failed."""
         say = self.progress.say
         options = self.options
-        self._check_otlp()
+        problem = otlp_problem(options.otlp_endpoint)
+        if problem:
+            raise RunError(problem)
         facts = gather()
         blocker = tracing_blocker(facts)
         if blocker:
@@ -334,42 +295,6 @@ class RunSession:
             shown=True,
         )
 
-    def _check_otlp(self) -> None:
-        endpoint = self.options.otlp_endpoint
-        if endpoint is None:
-            return
-        if not endpoint.startswith(("http://", "https://")):
-            raise RunError(f"--otlp-endpoint must be an http:// or https:// URL, not {endpoint!r}")
-        try:
-            import opentelemetry.exporter.otlp.proto.http.trace_exporter  # noqa: F401
-        except ImportError:
-            raise RunError(OTLP_PACKAGES_MISSING) from None
-
-    def _start_otlp(self) -> None:
-        """The OTLP sink (session/otlp_sink.py), once the server's pid is known."""
-        if self.options.otlp_endpoint is None:
-            return
-        from tracer.session.otlp_sink import OtlpSink
-
-        self.otlp = OtlpSink(
-            self.options.otlp_endpoint,
-            self.recording_header(),
-            self.clock_offset_ns,
-            self.options.otlp_service_name,
-            self.options.otlp_resource,
-            warn=(lambda line: print(line, file=sys.stderr)) if self.options.no_tui else None,
-        )
-        self.otlp.start()
-
-    def _close_otlp(self) -> dict[str, int]:
-        """Flush and stop the OTLP sink; its counters for the footer ({} without one)."""
-        if self.otlp is None:
-            return {}
-        self.otlp.close()
-        self.result.otlp_exported = self.otlp.exported
-        self.result.otlp_dropped = self.otlp.dropped
-        return self.otlp.counters()
-
     @property
     def port(self) -> int:
         return self._port
@@ -429,7 +354,7 @@ class RunSession:
         assert self.listener is not None and self.child is not None
         ports = {self.port} if self.port else set()
         if self.kernel_only:  # requests told apart in the kernel, as attach does
-            self.kernel_correlator = kernel_only_tracing(probes, [self.child.pid], sorted(ports))
+            arm_kernel_only(probes, [self.child.pid], sorted(ports))
         else:
             probes.set_targets(tgids={self.child.pid}, ports=ports)
         try:  # only now: every connection is traced from its handshake on
@@ -593,23 +518,15 @@ class RunSession:
                     EXIT_INTERRUPTED,
                 )
             assert self.plan is not None
-            correlator: Any = Correlator(poll_functions=self.plan.driver_poll_functions())
-            if self.options.record_raw:
-                writer = stack.enter_context(RawLogWriter(self.options.record_raw))
-                correlator = LoggingCorrelator(correlator, writer)
+            outputs = self.outputs
+            stack.callback(outputs.close, {}, {})  # if a step below fails; closed once
+            poll_functions = self.plan.driver_poll_functions()
+            correlator = outputs.correlator(self.kernel_only, poll_functions)
             hooks = self._arm_and_go(probes)
-            if self.kernel_correlator is not None:  # no hook records will come
-                correlator = self.kernel_correlator
-            self._start_otlp()
-            stack.callback(self._close_otlp)
-            recorder = None
-            if self.options.record:
-                header = self.recording_header()  # names the server's pid
-                recorder = Recorder(self.options.record, header, self.options.redact)
-                self.recording_sink = RecordingSink(recorder, self.options.slower_than_ms)
+            sinks = outputs.open(self.recording_header())  # the header names the server's pid
             # The pipeline runs from the first instant: records must not pile up while the
             # server starts (a batch spanning seconds strains the reorder window).
-            self.pipeline = Pipeline(correlator, probes, hooks, self._sinks())
+            self.pipeline = Pipeline(correlator, probes, hooks, [*sinks, *self.extra_sinks])
             pipeline_stop = threading.Event()
             thread = threading.Thread(
                 target=self.pipeline.run,
@@ -631,23 +548,19 @@ class RunSession:
                 hooks.close()
                 self.result.requests = self.pipeline.counters.traces
                 self.result.lost_records = dict(self.pipeline.counters.lost_by_type)
-                otlp_counters = self._close_otlp()
-                if recorder is not None:
-                    assert self.recording_sink is not None
-                    self.result.recorded = recorder.requests
-                    self.result.skipped_fast = self.recording_sink.skipped
-                    recorder.close(
-                        lost_records=self.result.lost_records,
-                        extra={
-                            "skipped_faster_than_ms": self.options.slower_than_ms,
-                            "skipped": self.recording_sink.skipped,
-                            "server_exit_status": self.result.child_status,
-                            "stop_reason": self.result.stop_reason,
-                            "hook_records_dropped": hooks.dropped,
-                            "correlator": correlator.stats.as_dict(),
-                            **otlp_counters,
-                        },
-                    )
+                outputs.close(
+                    self.result.lost_records,
+                    {
+                        "server_exit_status": self.result.child_status,
+                        "stop_reason": self.result.stop_reason,
+                        "hook_records_dropped": hooks.dropped,
+                        "correlator": correlator.stats.as_dict(),
+                    },
+                )
+                self.result.recorded = outputs.recorded
+                self.result.skipped_fast = outputs.skipped
+                self.result.otlp_exported = outputs.otlp_exported
+                self.result.otlp_dropped = outputs.otlp_dropped
         return self.result
 
     def abandon(self) -> None:
@@ -678,21 +591,11 @@ class RunSession:
             os.close(self._server_log_fd)
             self._server_log_fd = None
 
-    def _sinks(self) -> list[TraceSink]:
-        sinks: list[TraceSink] = []
-        if self.recording_sink is not None:
-            sinks.append(self.recording_sink)
-        if self.options.no_tui:  # only a headless run prints the final report from the tail
-            sinks.append(self.tail)
-            sinks.append(RequestLog(self.clock_offset_ns))
-        if self.otlp is not None:
-            sinks.append(self.otlp)
-        return [*sinks, *self.extra_sinks]
-
     def final_recording(self) -> Recording:
         """What the run saw, as a Recording for the final report."""
         footer = {"requests": self.result.requests, "lost_records": self.result.lost_records}
-        return Recording(None, list(self.tail.traces), footer, [], self.options.record or "")
+        traces = list(self.outputs.tail.traces)
+        return Recording(None, traces, footer, [], self.options.record or "")
 
 
 def server_log_tail(path: str, lines: int = 20) -> str:

@@ -4,45 +4,30 @@ The dashboard (dashboards/live.py) never touches a RunSession's internals (its c
 process, pipeline, listener or options): it is handed a `SessionView`, which answers a few
 questions and accepts one request, to stop. That keeps the dependency one-way (the
 dashboard knows the view; the session knows neither) and the dashboard testable with any
-object of this shape.
+object of this shape. `reqtrace attach` has its own view of the same shape, AttachView.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from tracer.session.attach_session import AttachSession
 from tracer.session.listener import buffer_sizes
 from tracer.session.run_session import RunSession
 
+SessionT = TypeVar("SessionT", RunSession, AttachSession)
 
-class SessionView:
-    """Read-only facts of a prepared, started RunSession, plus `request_stop()`."""
+
+class _TracingView(Generic[SessionT]):
+    """What every tracing session answers alike."""
 
     __slots__ = ("_session",)
+    _session: SessionT
 
-    def __init__(self, session: RunSession) -> None:
+    def __init__(self, session: SessionT) -> None:
         self._session = session
 
-    # -- facts fixed once the server has started -----------------------------------------
-
-    @property
-    def app(self) -> str:
-        return str(self._session.config.app)
-
-    @property
-    def address(self) -> str:
-        return self._session.url
-
-    @property
-    def server_pid(self) -> int:
-        child = self._session.child
-        return child.pid if child is not None else 0
-
-    @property
-    def runs_as(self) -> str:
-        account = self._session.account
-        return account.name if account is not None else ""
+    # -- facts fixed once tracing has started ---------------------------------------------
 
     @property
     def coverage(self) -> dict[str, str]:
@@ -80,12 +65,40 @@ class SessionView:
 
     def otlp_dropped(self) -> int | None:
         """Requests the OTLP exporter dropped (None: no --otlp-endpoint)."""
-        sink = self._session.otlp
-        return None if sink is None else sink.dropped
+        return self._session.outputs.otlp_dropped
 
     def stop_reason(self) -> str:
-        """Why the run is ending ("" while it goes on; "stopped" when asked to stop)."""
+        """Why tracing is ending ("" while it goes on; "stopped" when asked to stop)."""
         return self._session.should_stop()
+
+    # -- the one request ------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._session.stop.set()
+
+
+class SessionView(_TracingView[RunSession]):
+    """Read-only facts of a prepared, started RunSession, plus `request_stop()`."""
+
+    __slots__ = ()
+
+    @property
+    def app(self) -> str:
+        return str(self._session.config.app)
+
+    @property
+    def address(self) -> str:
+        return self._session.url
+
+    @property
+    def server_pid(self) -> int:
+        child = self._session.child
+        return child.pid if child is not None else 0
+
+    @property
+    def runs_as(self) -> str:
+        account = self._session.account
+        return account.name if account is not None else ""
 
     def server_running_pid(self) -> int:
         """The server child's pid while it runs, else 0."""
@@ -96,19 +109,11 @@ class SessionView:
         listener = self._session.listener
         return buffer_sizes(listener) if listener is not None else (None, None)
 
-    # -- the one request ------------------------------------------------------------------
 
-    def request_stop(self) -> None:
-        self._session.stop.set()
-
-
-class AttachView:
+class AttachView(_TracingView[AttachSession]):
     """The same read-only face for `reqtrace attach` (dashboards/live.py's RunView)."""
 
-    __slots__ = ("_session",)
-
-    def __init__(self, session: AttachSession) -> None:
-        self._session = session
+    __slots__ = ()
 
     @property
     def app(self) -> str:
@@ -127,50 +132,9 @@ class AttachView:
         tree = self._session.tree
         return tree.user if tree is not None else ""
 
-    @property
-    def coverage(self) -> dict[str, str]:
-        plan = self._session.plan
-        return dict(plan.coverage()) if plan is not None else {}
-
-    @property
-    def clock_offset_ns(self) -> int:
-        return self._session.clock_offset_ns
-
-    @property
-    def recording_path(self) -> str:
-        return self._session.options.record or ""
-
-    @property
-    def duration(self) -> float | None:
-        return self._session.options.duration
-
-    @property
-    def max_requests(self) -> int | None:
-        return self._session.options.max_requests
-
-    def recording_header(self) -> dict[str, Any]:
-        return self._session.recording_header()
-
-    def traces_done(self) -> int:
-        pipeline = self._session.pipeline
-        return pipeline.counters.traces if pipeline is not None else 0
-
-    def lost_records(self) -> int:
-        pipeline = self._session.pipeline
-        return pipeline.counters.lost_records if pipeline is not None else 0
-
-    def otlp_dropped(self) -> int | None:
-        return None
-
-    def stop_reason(self) -> str:
-        return self._session.should_stop()
-
     def server_running_pid(self) -> int:
         tree = self._session.tree
         return tree.pid if tree is not None and tree.alive() else 0
 
     def listener_buffer_sizes(self) -> tuple[int | None, int | None]:
         return None, None  # the server's own socket: not ours to look at
-
-    def request_stop(self) -> None:
-        self._session.stop.set()
