@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from tracer.recording.raw_log import replay
 from tracer.recording.reader import Recording, load_recording
 
 from .helpers import ROOT
@@ -195,7 +196,7 @@ def test_unsupported_uvicorn_is_said_and_traced_from_the_kernel(
     tmp_path: Path, oldest_is_newer_than_installed: dict[str, str]
 ) -> None:
     port = free_port()
-    recording_path = tmp_path / "trace.jsonl"
+    recording_path, raw_path = tmp_path / "trace.jsonl", tmp_path / "trace.raw.jsonl"
     with reqtrace_run(
         "--server",
         "uvicorn",
@@ -204,6 +205,8 @@ def test_unsupported_uvicorn_is_said_and_traced_from_the_kernel(
         str(port),
         "--record",
         str(recording_path),
+        "--record-raw",
+        str(raw_path),
         env=oldest_is_newer_than_installed,
     ) as process:
         wait_listening(port, process)
@@ -223,3 +226,7 @@ def test_unsupported_uvicorn_is_said_and_traced_from_the_kernel(
         if trace.path == "/sleep":  # the server stage holds the app's sleep
             (server,) = [stage for stage in trace.stages if stage.name == "server"]
             assert server.end_ns - server.start_ns >= SLEEP_MS * 1e6
+    # the raw records replay, by the kernel-only correlator its header names, to the same
+    replayed = sorted(replay(str(raw_path)), key=lambda t: t.start_ns)
+    live = sorted(recording.traces, key=lambda t: t.start_ns)
+    assert [(t.path, t.stages) for t in replayed] == [(t.path, t.stages) for t in live]
