@@ -19,7 +19,12 @@ from typing import TypeVar
 
 from tracer.correlate.connection import Connection
 from tracer.records.hooks import ConnectionOpened, RequestTiming
-from tracer.records.kernel import AcceptRecord, SocketId
+from tracer.records.kernel import AcceptRecord, SocketId, StateRecord
+
+TCP_ESTABLISHED = 1
+TCP_FIN_WAIT1 = 4
+TCP_CLOSE = 7
+TCP_CLOSE_WAIT = 8
 
 SockKey = tuple[int, str, int]
 PeerKey = tuple[str, int, int]
@@ -137,6 +142,31 @@ class ConnectionTable:
 
     def known_socket(self, sock: SocketId) -> Connection | None:
         return self._by_sock.get((sock.sk, sock.raddr, sock.rport))
+
+    def change_state(self, record: StateRecord) -> Connection | None:
+        """A TCP state change: ESTABLISHED starts a connection (a new generation of its
+        socket); leaving ESTABLISHED says who began the close. Returns the connection the
+        change is about (None: a socket not known here), with `kernel_closed` set once the
+        socket reached TCP_CLOSE (no write can follow)."""
+        if record.newstate == TCP_ESTABLISHED:
+            connection = self.for_socket(record.sock, record.ts_ns, new_generation=True)
+            connection.established_ns = record.ts_ns
+            connection.syn_recv_ns = record.syn_recv_ts
+            connection.last_activity_ns = record.ts_ns
+            if connection.pid:
+                self.join_accept(connection)
+            return connection
+        known = self._by_sock.get((record.sock.sk, record.sock.raddr, record.sock.rport))
+        if known is None:
+            return None
+        if record.oldstate == TCP_ESTABLISHED and not known.closed_by:
+            if record.newstate == TCP_CLOSE_WAIT:
+                known.closed_by = "client"
+            elif record.newstate == TCP_FIN_WAIT1:
+                known.closed_by = "server"
+        if record.newstate == TCP_CLOSE:
+            known.kernel_closed = True
+        return known
 
     def bind_fd(self, connection: Connection, pid: int, fd: int) -> None:
         """The connection is (now) this fd of this process."""

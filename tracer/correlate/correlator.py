@@ -59,7 +59,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from tracer.correlate.connection import DROP, RESET, RETRANSMIT, WRITE_START, Connection
-from tracer.correlate.connection_table import ConnectionTable
+from tracer.correlate.connection_table import TCP_CLOSE, ConnectionTable
 from tracer.correlate.loop_blame import LoopHistory
 from tracer.correlate.reorder import ReorderBuffer
 from tracer.correlate.stage_builder import RequestEvidence, build_timeline
@@ -91,10 +91,6 @@ FeedRecord = KernelRecord | HookRecord
 MS = 1_000_000
 DEFAULT_REORDER_WINDOW_NS = 250 * MS
 
-TCP_ESTABLISHED = 1
-TCP_FIN_WAIT1 = 4
-TCP_CLOSE = 7
-TCP_CLOSE_WAIT = 8
 
 SWEEP_EVERY = 8192  # records between idle sweeps (at least one per connection)
 EMITTED = -1  # RequestEvidence.deadline_ns of a request whose trace was emitted
@@ -354,29 +350,14 @@ class Correlator:
             self._counts.evicted_records += self._table.add_accept(record)
 
     def _on_state(self, record: StateRecord, ts: int) -> None:
-        if record.newstate == TCP_ESTABLISHED:
-            connection = self._table.for_socket(record.sock, record.ts_ns, new_generation=True)
-            connection.established_ns = record.ts_ns
-            connection.syn_recv_ns = record.syn_recv_ts
-            connection.last_activity_ns = record.ts_ns
-            if connection.pid:
-                self._table.join_accept(connection)
-            return
-        known = self._table.known_socket(record.sock)
-        if known is None:
+        connection = self._table.change_state(record)
+        if connection is None:
             self._counts.unmatched_kernel_events += 1
-            return
-        if record.oldstate == TCP_ESTABLISHED and not known.closed_by:
-            if record.newstate == TCP_CLOSE_WAIT:
-                known.closed_by = "client"
-            elif record.newstate == TCP_FIN_WAIT1:
-                known.closed_by = "server"
-        if record.newstate == TCP_CLOSE:
-            known.kernel_closed = True
+        elif record.newstate == TCP_CLOSE:
             # No write can follow the socket's end: what a response still misses is lost.
-            while known.pending:
-                self._emit(known, known.pending.pop(0))
-            self._maybe_linger(known, record.ts_ns)
+            while connection.pending:
+                self._emit(connection, connection.pending.pop(0))
+            self._maybe_linger(connection, record.ts_ns)
 
     def _on_event(self, sock: SocketId, ts_ns: int, kind: str) -> None:
         known = self._table.known_socket(sock)

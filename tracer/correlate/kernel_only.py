@@ -52,7 +52,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from tracer.correlate.connection import DROP, RESET, RETRANSMIT, Connection
-from tracer.correlate.connection_table import ConnectionTable
+from tracer.correlate.connection_table import TCP_CLOSE, ConnectionTable
 from tracer.correlate.correlator import (
     DEFAULT_REORDER_WINDOW_NS,
     SWEEP_EVERY,
@@ -81,11 +81,6 @@ from tracer.records.kernel import (
     SendRecord,
     StateRecord,
 )
-
-TCP_ESTABLISHED = 1
-TCP_FIN_WAIT1 = 4
-TCP_CLOSE = 7
-TCP_CLOSE_WAIT = 8
 
 HOOK_STAGES = "parse, body, pipeline_wait, loop_queue, app, handoff, startup"
 HOOKLESS_MARK = "not observable without reqtrace's hooks in the server"  # the notes' reason
@@ -436,26 +431,11 @@ class KernelOnlyCorrelator:
             self._counts.evicted_records += self._table.add_accept(record)
 
     def _on_state(self, record: StateRecord) -> None:
-        if record.newstate == TCP_ESTABLISHED:
-            connection = self._table.for_socket(record.sock, record.ts_ns, new_generation=True)
-            connection.established_ns = record.ts_ns
-            connection.syn_recv_ns = record.syn_recv_ts
-            connection.last_activity_ns = record.ts_ns
-            if connection.pid:
-                self._table.join_accept(connection)
-            return
-        known = self._table.known_socket(record.sock)
-        if known is None:
+        connection = self._table.change_state(record)
+        if connection is None:
             self._counts.unmatched_kernel_events += 1
-            return
-        if record.oldstate == TCP_ESTABLISHED and not known.closed_by:
-            if record.newstate == TCP_CLOSE_WAIT:
-                known.closed_by = "client"
-            elif record.newstate == TCP_FIN_WAIT1:
-                known.closed_by = "server"
-        if record.newstate == TCP_CLOSE:
-            known.kernel_closed = True
-            self._retire(known)  # no write can follow the socket's end
+        elif record.newstate == TCP_CLOSE:
+            self._retire(connection)  # no write can follow the socket's end
 
     def _on_event(self, record: RetransmitRecord | ResetRecord | DropRecord, kind: str) -> None:
         known = self._table.known_socket(record.sock)
