@@ -51,7 +51,7 @@ from tracer.session.probe_cache import ProbeCache
 from tracer.session.probe_setup import PlanError, RunProbes
 from tracer.session.progress import Progress
 from tracer.session.signals import StopRequest
-from tracer.session.trace_outputs import TraceOutputs, otlp_problem
+from tracer.session.trace_outputs import TraceOutputs, TracingResult, otlp_problem
 
 EXIT_OK = 0
 EXIT_USAGE = 2  # bad usage, no such process, cannot trace here
@@ -91,14 +91,7 @@ class AttachOptions:
 
 
 @dataclass
-class AttachResult:
-    requests: int = 0
-    recorded: int = 0
-    skipped_fast: int = 0
-    lost_records: dict[str, int] = field(default_factory=dict)
-    otlp_exported: int | None = None  # requests sent as OTLP spans (None: no --otlp-endpoint)
-    otlp_dropped: int | None = None
-    stop_reason: str = ""
+class AttachResult(TracingResult):
     target_exited: bool = False
 
 
@@ -368,20 +361,9 @@ class AttachSession:
                 pipeline_thread.join(timeout=10)
                 self.pipeline.finish(hooks_done=lambda: True, timeout=0.3)
                 watcher.join(timeout=2)
-                self.result.requests = self.pipeline.counters.traces
-                self.result.lost_records = dict(self.pipeline.counters.lost_by_type)
-                outputs.close(
-                    self.result.lost_records,
-                    {
-                        "stop_reason": reason,
-                        "target_exited": self.result.target_exited,
-                        "correlator": correlator.stats.as_dict(),
-                    },
+                outputs.finish(
+                    self.pipeline, self.result, {"target_exited": self.result.target_exited}
                 )
-                self.result.recorded = outputs.recorded
-                self.result.skipped_fast = outputs.skipped
-                self.result.otlp_exported = outputs.otlp_exported
-                self.result.otlp_dropped = outputs.otlp_dropped
         return self.result
 
     def final_recording(self) -> Recording:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from tracer.correlate.correlator import FeedRecord, record_time
+from tracer.correlate.correlator import CorrelatorStats, FeedRecord, record_time
 from tracer.kernel.probe_loader import ProbeSession
 from tracer.model.trace import RequestTrace
 from tracer.server.hook_channel import HookChannelReader
@@ -28,6 +28,8 @@ MERGE_SPREAD_NS = 50_000_000
 
 
 class CorrelatorLike(Protocol):
+    @property
+    def stats(self) -> CorrelatorStats: ...
     def feed(self, record: FeedRecord) -> list[RequestTrace]: ...
     def advance(self, now_ns: int) -> list[RequestTrace]: ...
     def note_lost_records(self, count: int) -> None: ...

@@ -72,7 +72,7 @@ from tracer.session.progress import Progress
 from tracer.session.server_child import EXIT_APP, EXIT_ENVIRONMENT, EXIT_PARENT_GONE
 from tracer.session.server_launch import ServerChild, describe_status
 from tracer.session.signals import StopRequest
-from tracer.session.trace_outputs import TraceOutputs, otlp_problem
+from tracer.session.trace_outputs import TraceOutputs, TracingResult, otlp_problem
 from tracer.session.worker_follower import WORKER_ACK_ENV, WorkerFollower
 
 # Exit statuses of `reqtrace run` and `demo` (the CLI's --help lists them for every command).
@@ -114,18 +114,11 @@ class RunOptions:
 
 
 @dataclass
-class RunResult:
-    requests: int = 0
-    recorded: int = 0
-    skipped_fast: int = 0
-    lost_records: dict[str, int] = field(default_factory=dict)
+class RunResult(TracingResult):
     child_status: int | None = None
     child_exited_by_itself: bool = False
     child_served: bool = False  # the child had begun serving when it ended
-    stop_reason: str = ""
     server_log: str = ""
-    otlp_exported: int | None = None  # requests sent as OTLP spans (None: no --otlp-endpoint)
-    otlp_dropped: int | None = None
 
 
 def plural(count: int, noun: str) -> str:
@@ -546,21 +539,14 @@ class RunSession:
                 thread.join(timeout=10)
                 self.pipeline.finish(hooks_done=self.child_exited)
                 hooks.close()
-                self.result.requests = self.pipeline.counters.traces
-                self.result.lost_records = dict(self.pipeline.counters.lost_by_type)
-                outputs.close(
-                    self.result.lost_records,
+                outputs.finish(
+                    self.pipeline,
+                    self.result,
                     {
                         "server_exit_status": self.result.child_status,
-                        "stop_reason": self.result.stop_reason,
                         "hook_records_dropped": hooks.dropped,
-                        "correlator": correlator.stats.as_dict(),
                     },
                 )
-                self.result.recorded = outputs.recorded
-                self.result.skipped_fast = outputs.skipped
-                self.result.otlp_exported = outputs.otlp_exported
-                self.result.otlp_dropped = outputs.otlp_dropped
         return self.result
 
     def abandon(self) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import sys
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tracer.correlate.correlator import Correlator
@@ -26,13 +27,26 @@ from tracer.model.trace import RequestTrace
 from tracer.recording.export import OTLP_PACKAGES_MISSING
 from tracer.recording.raw_log import KERNEL_ONLY, AnyCorrelator, LoggingCorrelator, RawLogWriter
 from tracer.recording.writer import Recorder
-from tracer.session.pipeline import TraceSink
+from tracer.session.pipeline import Pipeline, TraceSink
 from tracer.session.request_log import RequestLog
 
 if TYPE_CHECKING:
     from tracer.session.otlp_sink import OtlpSink
 
 TAIL_SIZE = 20_000
+
+
+@dataclass
+class TracingResult:
+    """What a tracing session counted (RunResult and AttachResult add their own)."""
+
+    requests: int = 0
+    recorded: int = 0
+    skipped_fast: int = 0  # --slower-than: faster requests only counted
+    lost_records: dict[str, int] = field(default_factory=dict)
+    stop_reason: str = ""
+    otlp_exported: int | None = None  # requests sent as OTLP spans (None: no --otlp-endpoint)
+    otlp_dropped: int | None = None
 
 
 class OutputSettings(Protocol):
@@ -144,6 +158,24 @@ class TraceOutputs:
         if self.otlp is not None:
             sinks.append(self.otlp)
         return sinks
+
+    def finish(self, pipeline: Pipeline, result: TracingResult, extra: Mapping[str, Any]) -> None:
+        """After the pipeline's last batch: close every output (the footer gets `extra` and
+        the correlator's counters) and count into `result`."""
+        result.requests = pipeline.counters.traces
+        result.lost_records = dict(pipeline.counters.lost_by_type)
+        self.close(
+            result.lost_records,
+            {
+                "stop_reason": result.stop_reason,
+                **extra,
+                "correlator": pipeline.correlator.stats.as_dict(),
+            },
+        )
+        result.recorded = self.recorded
+        result.skipped_fast = self.skipped
+        result.otlp_exported = self.otlp_exported
+        result.otlp_dropped = self.otlp_dropped
 
     def close(self, lost_records: Mapping[str, int], extra: Mapping[str, Any]) -> None:
         """Flush OTLP, then write the recording's footer (with the OTLP counters) and close
