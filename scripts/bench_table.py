@@ -107,7 +107,7 @@ def render(facts: dict[str, Any], setup: Sequence[str], rows: Sequence[Row]) -> 
     lines.append("")
     header = ("what", "reqtrace", "baseline", "ratio")
     cells = [[row.what, row.reqtrace, row.baseline, row.ratio] for row in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+    widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, h in enumerate(header)]
 
     def line(values: Sequence[str]) -> str:
         padded = (
