@@ -286,7 +286,7 @@ def test_wire_forms_are_the_documented_ones_and_round_trip() -> None:
         120,
         True,
         "ok",
-        (("host", "x"),),
+        ((b"host", b"x"),),  # as parsed: decoded by the reader, not on the event loop
     )
     for record in sample_records():
         rebuilt = record_from_wire(wire_from_record(record))
@@ -312,6 +312,8 @@ def test_bad_wire_tuples_are_rejected() -> None:
         (*wire[:4], "/a", *wire[5:]),  # target not bytes
         (*wire[:7], [11, 12, 13], *wire[8:]),  # stamps missing
         (*wire[:8], 5, *wire[9:]),  # chunks not a list
+        (*wire[:-1], 5),  # headers not a list
+        (*wire[:-1], ((b"host",),)),  # a header without its value
     ):
         with pytest.raises(HookWireError):
             record_from_wire(bad)

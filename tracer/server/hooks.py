@@ -18,7 +18,7 @@ Wire forms:
                 [first_byte_ns, headers_done_ns, body_done_ns, app_called_ns,
                  response_start_ns, app_returned_ns, response_done_ns],
                 [(ts_ns, bytes), ...], request_body_bytes, response_bytes, keep_alive,
-                outcome, headers)
+                outcome, ((name, value), ...))     headers as bytes, as parsed
 
 A request is nested rather than flat: the per-connection ids are one tuple made when the
 connection opens, the request target is the parser's bytes (path and query, split and
@@ -115,9 +115,28 @@ def _request_from_wire(wire: WireRecord) -> RequestTiming:
     if not isinstance(chunks, list | tuple):
         raise HookWireError(f"request chunks must be a list, got {type(chunks).__name__}")
     path, _, query = target.decode("latin-1").partition("?")
+    headers = rest[-1]
+    if headers:
+        rest[-1] = _decoded_headers(headers)
     return RequestTiming._make(
         (*ids, seq, method, path, query, version, status, *stamps, tuple(chunks), *rest)
     )
+
+
+def _decoded_headers(headers: object) -> tuple[tuple[str, str], ...]:
+    """The wire's (bytes, bytes) header pairs as text (latin-1, as HTTP/1.1 allows)."""
+    if not isinstance(headers, list | tuple):
+        raise HookWireError(f"request headers must be a list, got {type(headers).__name__}")
+    try:
+        return tuple(
+            (
+                name.decode("latin-1") if isinstance(name, bytes) else str(name),
+                value.decode("latin-1") if isinstance(value, bytes) else str(value),
+            )
+            for name, value in headers
+        )
+    except (TypeError, ValueError):
+        raise HookWireError(f"request headers must be name/value pairs, got {headers!r}") from None
 
 
 def wire_from_record(record: HookRecord) -> WireRecord:
@@ -138,7 +157,7 @@ def wire_from_record(record: HookRecord) -> WireRecord:
             record.response_bytes,
             record.keep_alive,
             record.outcome,
-            record.headers,
+            tuple((n.encode("latin-1"), v.encode("latin-1")) for n, v in record.headers),
         )
     return (KIND_OF_CLASS[type(record)], *record)
 

@@ -119,5 +119,7 @@ def connection_closed(hook_ids: HookIds, requests: int, reason: str, lost_ns: in
     return (KIND_CONNECTION_CLOSED, *hook_ids, requests, reason, lost_ns or monotonic_ns())
 
 
-def captured_headers(headers: Headers) -> tuple[tuple[str, str], ...]:
-    return tuple((name.decode("latin-1"), value.decode("latin-1")) for name, value in headers)
+def captured_headers(headers: Headers) -> tuple[tuple[bytes, bytes], ...]:
+    """The request's headers as the parser gave them: a copy of the list, nothing decoded
+    on the event loop (the reader decodes them, hooks.record_from_wire)."""
+    return tuple(headers)
