@@ -16,6 +16,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import statistics
 import time
 from collections import Counter
@@ -136,6 +137,29 @@ def test_uvicorn_run_traces_the_same_stages_as_the_bundled_server(
     assert "under uvicorn" in err and "kernel only" not in err, err
     assert _checked_stages(recording) == bundled_stages
     assert {trace.pid for trace in recording.traces} == {recording.header["server_pid"]}
+
+
+def test_uvicorns_own_400_is_traced_like_the_bundled_servers(tmp_path: Path) -> None:
+    """A malformed request never reaches the app: uvicorn answers 400 itself. It is traced
+    as a request the server refused, with the kernel's side of it."""
+    port = free_port()
+    recording_path = tmp_path / "trace.jsonl"
+    with reqtrace_run(
+        "--server", "uvicorn", APP, "--port", str(port), "--record", str(recording_path)
+    ) as process:
+        wait_listening(port, process)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(b"GET /x HTTP/1.1\r\nBad Header\r\n\r\n")
+            answer = client.recv(4096)
+        time.sleep(0.5)
+        _, err = stop(process)
+    assert answer.startswith(b"HTTP/1.1 400"), answer
+    recording = load_recording(str(recording_path))
+    [refused] = [trace for trace in recording.traces if trace.status == 400]
+    assert refused.outcome == "bad_request", (refused.notes, err)
+    names = {stage.name for stage in refused.stages}
+    assert {"ip_tcp", "recv"} <= names and "app" not in names, names
+    assert sum(stage.duration_ns for stage in refused.stages) == refused.total_ns
 
 
 def _restart_a_worker(port: int) -> dict[int, int]:

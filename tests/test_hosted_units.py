@@ -85,14 +85,18 @@ async def failing_app(scope: Any, receive: Any, send: Any) -> None:
 
 
 def _serve_bytes(
-    protocol_class: type[Any], data: bytes, responses: int, app: Any = sleepy_app
+    protocol_class: type[Any],
+    data: bytes,
+    responses: int,
+    app: Any = sleepy_app,
+    **config_options: Any,
 ) -> list[Any]:
     """Feed `data` to one hooked connection; the hook records it made, as named tuples."""
     records: list[Any] = []
     install(HostedHooks(lambda wire: records.append(record_from_wire(wire))))
 
     async def main() -> FakeTransport:
-        config = UvicornConfig(app=app, lifespan="off", log_level="critical")
+        config = UvicornConfig(app=app, lifespan="off", log_level="critical", **config_options)
         config.load()
         protocol = protocol_class(config=config, server_state=ServerState(), app_state={})
         transport = FakeTransport()
@@ -142,6 +146,35 @@ def test_an_app_that_raises_is_recorded_with_uvicorns_500(protocol_class: type[A
     (timing,) = [record for record in records if type(record) is RequestTiming]
     assert (timing.status, timing.outcome) == (500, "app_error")
     assert timing.response_bytes > 0 and timing.response_done_ns >= timing.app_returned_ns
+
+
+@pytest.mark.parametrize("protocol_class", [TracedHttpToolsProtocol, TracedH11Protocol])
+def test_uvicorns_own_400_is_recorded_as_a_refused_request(protocol_class: type[Any]) -> None:
+    """A malformed request never reaches the app: uvicorn answers 400 itself and closes."""
+    records = _serve_bytes(protocol_class, b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", 1)
+    (timing,) = [record for record in records if type(record) is RequestTiming]
+    assert (timing.status, timing.outcome, timing.seq) == (400, "bad_request", 1)
+    assert timing.app_called_ns == 0 and timing.response_bytes > 0
+    assert 0 < timing.first_byte_ns <= timing.response_done_ns
+
+
+@pytest.mark.parametrize("protocol_class", [TracedHttpToolsProtocol, TracedH11Protocol])
+def test_uvicorns_own_503_over_the_concurrency_limit_is_recorded(
+    protocol_class: type[Any],
+) -> None:
+    """--limit-concurrency 1 and this connection open: uvicorn answers 503 itself, with
+    its own app, not the user's; the request's head is known."""
+    records = _serve_bytes(
+        protocol_class,
+        b"GET /busy?x=1 HTTP/1.1\r\nHost: a\r\n\r\n",
+        1,
+        limit_concurrency=1,
+    )
+    (timing,) = [record for record in records if type(record) is RequestTiming]
+    assert (timing.status, timing.outcome) == (503, "overloaded")
+    assert (timing.method, timing.path, timing.query) == ("GET", "/busy", "x=1")
+    assert timing.app_called_ns == 0 and timing.headers_done_ns >= timing.first_byte_ns > 0
+    assert ("host", "a") in timing.headers
 
 
 def test_the_version_check_and_the_protocol_choice() -> None:

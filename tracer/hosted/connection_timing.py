@@ -18,6 +18,12 @@ bundled server stamps (tracer/server/protocol.py and cycle.py); each override st
                                              uvicorn's own 500)
     connection_lost         -> closed()      the ConnectionClosed record
 
+A response written while no app call is in progress is uvicorn's own answer: 400 for a
+malformed request (before or after its head was parsed), 503 over --limit-concurrency
+(uvicorn then calls its own `service_unavailable`, not the app). It is recorded as the
+bundled server records the answers it gives itself (timing.request_refused), with the
+request's head if it was parsed.
+
 A slot's lists are never touched after its record is emitted (the pipe marshals them up to
 20 ms later): `finish` marks it done and the writer stops pointing at it.
 
@@ -55,6 +61,7 @@ class RequestSlot:
         "body_bytes",
         "chunks",
         "done",
+        "h11_request",
         "outcome",
         "owner",
         "response_bytes",
@@ -67,6 +74,7 @@ class RequestSlot:
     def __init__(self, owner: ConnectionTiming, scope: Any, seq: int, begin_ns: int) -> None:
         self.owner = owner
         self.scope = scope  # None until the app call (h11 makes the scope after the event)
+        self.h11_request: Any = None  # with h11: its Request event, should uvicorn answer it
         self.seq = seq
         self.stamps = [begin_ns, monotonic_ns(), 0, 0, 0, 0, 0]
         self.chunks: list[tuple[int, int]] = []
@@ -151,9 +159,10 @@ class ConnectionTiming:
         """httptools' on_message_begin: this request's first byte came with the last read."""
         self.head_ns = self.rx_ns
 
-    def head_done(self, scope: Any) -> None:
+    def head_done(self, scope: Any, h11_request: Any = None) -> None:
         self.requests += 1
         slot = RequestSlot(self, scope, self.requests, self.head_ns or self.rx_ns)
+        slot.h11_request = h11_request
         self.head_ns = 0
         self.reading_body = True
         self.reading = slot
@@ -203,6 +212,39 @@ class ConnectionTiming:
         slot.stamps[APP_RETURNED] = monotonic_ns()
         slot.finish()
 
+    def answered_itself(self, status: int, size: int) -> None:
+        """uvicorn wrote a final response with no app call in progress (see the module)."""
+        slot = self.waiting.popleft() if self.waiting else None
+        if slot is None:  # the head never parsed: a request of its own, from its first byte
+            self.requests += 1
+            seq, begin_ns, head_ns, scope = self.requests, self.head_ns or self.rx_ns, 0, None
+        else:
+            seq, begin_ns, head_ns, scope = slot.seq, slot.stamps[0], slot.stamps[1], slot.scope
+            if self.reading is slot:
+                self.reading = None
+        self.head_ns = 0
+        self.reading_body = False
+        method, target, version, headers = _request_head(scope, slot)
+        outcome = (
+            "overloaded" if status == 503 else "bad_request" if status < 500 else "server_error"
+        )
+        hooks = self.hooks
+        hooks.emit(
+            timing.request_refused(
+                self.hook_ids,
+                seq,
+                method,
+                target,
+                version,
+                begin_ns,
+                head_ns,
+                headers if hooks.capture_headers else None,
+                status,
+                outcome,
+                size,
+            )
+        )
+
     def finished(self, slot: RequestSlot) -> None:
         if self.responding is slot:
             self.responding = None
@@ -236,6 +278,21 @@ class ConnectionTiming:
         )
 
 
+def _request_head(scope: Any, slot: RequestSlot | None) -> tuple[str, bytes, str, Any]:
+    """(method, target, HTTP version, headers) of a request uvicorn answered itself, from
+    its scope (httptools) or h11's Request event; empty when its head was never parsed."""
+    if scope is not None:
+        target = scope.get("raw_path") or scope.get("path", "").encode("latin-1")
+        if scope.get("query_string"):
+            target = target + b"?" + scope["query_string"]
+        return scope["method"], target, scope["http_version"], scope["headers"]
+    event = slot.h11_request if slot is not None else None
+    if event is not None:
+        method, version = event.method.decode("ascii"), event.http_version.decode("ascii")
+        return method, bytes(event.target), version, list(event.headers)
+    return "", b"", "", None
+
+
 class TimedTransport:
     """The connection's transport as uvicorn's code sees it: every write is stamped.
 
@@ -264,7 +321,10 @@ class TimedTransport:
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         slot = self._timing.responding
-        if slot is not None and data:
+        if slot is None:
+            if data[:5] == b"HTTP/" and int(data[9:12]) >= 200:  # not "100 Continue"
+                self._timing.answered_itself(int(data[9:12]), len(data))
+        elif data:
             now = monotonic_ns()
             stamps = slot.stamps
             if not stamps[RESPONSE_START] and data[:5] == b"HTTP/":

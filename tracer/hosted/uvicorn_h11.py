@@ -40,7 +40,7 @@ class TimedH11Connection:
         event = self._conn.next_event()
         kind = type(event)
         if kind is h11.Request:
-            self._timing.head_done(None)
+            self._timing.head_done(None, event)
         elif kind is h11.Data:
             self._timing.body(len(event.data))  # type: ignore[union-attr]
         elif kind is h11.EndOfMessage:
