@@ -160,7 +160,7 @@ class TraceSource:
                 number, 4242, 12 + number % 64, 1 + number // 16, 1 + number % 16,
                 template.method, template.path, template.status, ("127.0.0.1", port),
                 _SERVER, start, end_ns, True, stages, template.notes, _CONNECTION, _NO_DETAILS,
-                0, "", "1.1", "", (),
+                0, "", "1.1", "", (), (),
             ),
         )  # fmt: skip
 

@@ -248,3 +248,11 @@ def test_unknown_stage_names_get_their_own_row() -> None:
 
     aggregates.add([odd], [odd.start_ns], [odd.end_ns])
     assert aggregates.stage_stats().stages["loop_queue"].count == 1
+
+
+def test_synthetic_traces_are_whole_traces() -> None:
+    """The synthetic feed builds traces field by field: every field is there (a recording or
+    an export of them works as of the correlator's)."""
+    for trace in TraceSource().batch(50, BASE_NS, BASE_NS + 10**9):
+        assert len(trace) == len(RequestTrace._fields)
+        assert RequestTrace.from_json(trace.to_json()) == trace
