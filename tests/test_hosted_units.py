@@ -177,6 +177,26 @@ def test_uvicorns_own_503_over_the_concurrency_limit_is_recorded(
     assert ("host", "a") in timing.headers
 
 
+async def silent_app(scope: Any, receive: Any, send: Any) -> None:
+    """Returns without answering the first request; answers the others."""
+    if scope["path"] == "/silent":
+        return
+    await sleepy_app(scope, receive, send)
+
+
+@pytest.mark.parametrize("protocol_class", [TracedHttpToolsProtocol, TracedH11Protocol])
+def test_an_app_that_returns_without_answering_owns_uvicorns_500(protocol_class: type[Any]) -> None:
+    """uvicorn answers 500 after the app returned: that is the request's answer (an app
+    error, as the bundled server says), not the request pipelined behind it (uvicorn closes
+    the connection with that 500: the second is never answered, nor recorded as answered)."""
+    silent = b"GET /silent HTTP/1.1\r\nHost: a\r\n\r\n"
+    second = b"GET /two HTTP/1.1\r\nHost: a\r\n\r\n"
+    records = _serve_bytes(protocol_class, silent + second, 1, silent_app)
+    timings = [record for record in records if type(record) is RequestTiming]
+    assert [(t.path, t.status, t.outcome) for t in timings] == [("/silent", 500, "app_error")]
+    assert timings[0].response_bytes > 0 and timings[0].response_done_ns > 0
+
+
 def test_the_version_check_and_the_protocol_choice() -> None:
     assert unsupported_reason(uvicorn.__version__) == ""
     assert "older than 0.20.0" in unsupported_reason("0.19.0")

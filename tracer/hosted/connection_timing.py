@@ -51,6 +51,7 @@ ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 FIRST_BYTE, HEADERS_DONE, BODY_DONE, APP_CALLED, RESPONSE_START, APP_RETURNED, RESPONSE_DONE = (
     range(7)
 )
+UNANSWERED = "unanswered"  # the app returned without starting a response (until its end)
 MAX_CHUNK_ENTRIES = 64  # as the bundled server: an endless stream adds to the last entry
 
 
@@ -210,7 +211,12 @@ class ConnectionTiming:
                 slot.finish()
             raise
         slot.stamps[APP_RETURNED] = monotonic_ns()
-        slot.finish()
+        task = asyncio.current_task() if slot.status == 0 else None
+        if task is not None:  # returned without answering: uvicorn's 500 is the slot's
+            slot.outcome = UNANSWERED
+            task.add_done_callback(slot.finish)
+        else:
+            slot.finish()
 
     def answered_itself(self, status: int, size: int) -> None:
         """uvicorn wrote a final response with no app call in progress (see the module)."""
@@ -225,6 +231,10 @@ class ConnectionTiming:
         self.head_ns = 0
         self.reading_body = False
         method, target, version, headers = _request_head(scope, slot)
+        if headers is not None and any(
+            name == b"upgrade" and value.lower() == b"websocket" for name, value in headers
+        ):
+            return  # a websocket handshake refused: websockets are served, not timed
         outcome = (
             "overloaded" if status == 503 else "bad_request" if status < 500 else "server_error"
         )
@@ -253,7 +263,9 @@ class ConnectionTiming:
         transport = self.transport
         keep_alive = transport is not None and not transport.is_closing()
         outcome = slot.outcome
-        if outcome == "ok" and slot.status == 0:
+        if outcome == UNANSWERED:  # as the bundled server: an app error, if answered
+            outcome = "app_error" if slot.status else "client_disconnect"
+        elif outcome == "ok" and slot.status == 0:
             outcome = "client_disconnect"
         scope = slot.scope
         target = scope.get("raw_path") or scope.get("path", "").encode("latin-1")
@@ -322,8 +334,10 @@ class TimedTransport:
     def write(self, data: bytes | bytearray | memoryview) -> None:
         slot = self._timing.responding
         if slot is None:
-            if data[:5] == b"HTTP/" and int(data[9:12]) >= 200:  # not "100 Continue"
-                self._timing.answered_itself(int(data[9:12]), len(data))
+            if data[:5] == b"HTTP/" and bytes(data[9:12]).isdigit():
+                status = int(data[9:12])
+                if status >= 200:  # not "100 Continue" nor "101 Switching Protocols"
+                    self._timing.answered_itself(status, len(data))
         elif data:
             now = monotonic_ns()
             stamps = slot.stamps

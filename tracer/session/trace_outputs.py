@@ -183,20 +183,25 @@ class TraceOutputs:
         if self._closed:
             return
         self._closed = True
-        if self.raw is not None:
-            self.raw.close()
-        otlp_counters: dict[str, int] = {}
-        if self.otlp is not None:
-            self.otlp.close()
-            otlp_counters = self.otlp.counters()
-        if self.recording is not None:
-            skipped = {
-                "skipped_faster_than_ms": self.settings.slower_than_ms,
-                "skipped": self.recording.skipped,
-            }
-            self.recording.recorder.close(
-                lost_records=dict(lost_records), extra={**skipped, **extra, **otlp_counters}
-            )
+        try:
+            if self.raw is not None:
+                self.raw.close()
+        finally:
+            otlp_counters: dict[str, int] = {}
+            try:
+                if self.otlp is not None:
+                    self.otlp.close()
+                    otlp_counters = self.otlp.counters()
+            finally:
+                if self.recording is not None:
+                    skipped = {
+                        "skipped_faster_than_ms": self.settings.slower_than_ms,
+                        "skipped": self.recording.skipped,
+                    }
+                    self.recording.recorder.close(
+                        lost_records=dict(lost_records),
+                        extra={**skipped, **extra, **otlp_counters},
+                    )
 
     # -- what the final line says ------------------------------------------------------------
 
