@@ -203,20 +203,17 @@ class ConnectionTiming:
             await self._app(scope, receive, send)
         except BaseException:
             slot.outcome = "app_error"
+            raise
+        else:
+            if slot.status == 0:  # returned without answering
+                slot.outcome = UNANSWERED
+        finally:
             slot.stamps[APP_RETURNED] = monotonic_ns()
             task = asyncio.current_task() if slot.status == 0 else None
             if task is not None:  # uvicorn answers 500 after this: its writes are the slot's
                 task.add_done_callback(slot.finish)
             else:
                 slot.finish()
-            raise
-        slot.stamps[APP_RETURNED] = monotonic_ns()
-        task = asyncio.current_task() if slot.status == 0 else None
-        if task is not None:  # returned without answering: uvicorn's 500 is the slot's
-            slot.outcome = UNANSWERED
-            task.add_done_callback(slot.finish)
-        else:
-            slot.finish()
 
     def answered_itself(self, status: int, size: int) -> None:
         """uvicorn wrote a final response with no app call in progress (see the module)."""
@@ -268,10 +265,7 @@ class ConnectionTiming:
         elif outcome == "ok" and slot.status == 0:
             outcome = "client_disconnect"
         scope = slot.scope
-        target = scope.get("raw_path") or scope.get("path", "").encode("latin-1")
-        query = scope.get("query_string") or b""
-        if query:
-            target = target + b"?" + query
+        target = _scope_target(scope)
         self.hooks.emit(
             timing.request_timing(
                 self.hook_ids,
@@ -290,14 +284,18 @@ class ConnectionTiming:
         )
 
 
+def _scope_target(scope: Any) -> bytes:
+    """The request target as received (path and query) from an ASGI scope."""
+    target: bytes = scope.get("raw_path") or scope.get("path", "").encode("latin-1")
+    query = scope.get("query_string")
+    return target + b"?" + query if query else target
+
+
 def _request_head(scope: Any, slot: RequestSlot | None) -> tuple[str, bytes, str, Any]:
     """(method, target, HTTP version, headers) of a request uvicorn answered itself, from
     its scope (httptools) or h11's Request event; empty when its head was never parsed."""
     if scope is not None:
-        target = scope.get("raw_path") or scope.get("path", "").encode("latin-1")
-        if scope.get("query_string"):
-            target = target + b"?" + scope["query_string"]
-        return scope["method"], target, scope["http_version"], scope["headers"]
+        return scope["method"], _scope_target(scope), scope["http_version"], scope["headers"]
     event = slot.h11_request if slot is not None else None
     if event is not None:
         method, version = event.method.decode("ascii"), event.http_version.decode("ascii")
@@ -334,10 +332,10 @@ class TimedTransport:
     def write(self, data: bytes | bytearray | memoryview) -> None:
         slot = self._timing.responding
         if slot is None:
-            if data[:5] == b"HTTP/" and bytes(data[9:12]).isdigit():
-                status = int(data[9:12])
-                if status >= 200:  # not "100 Continue" nor "101 Switching Protocols"
-                    self._timing.answered_itself(status, len(data))
+            code = bytes(data[9:12])
+            # a final answer: not "100 Continue" nor "101 Switching Protocols"
+            if data[:5] == b"HTTP/" and code.isdigit() and int(code) >= 200:
+                self._timing.answered_itself(int(code), len(data))
         elif data:
             now = monotonic_ns()
             stamps = slot.stamps
